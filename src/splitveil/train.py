@@ -1,0 +1,219 @@
+"""The one training loop. Defenses plug in through loss terms and hooks; none owns a loop.
+
+Deterministic on CPU: shuffling uses an explicit ``torch.Generator`` seeded from the run's seed, and
+the loop runs inside ``torch.random.fork_rng`` so layers that draw from torch's global generator
+(dropout, noise defenses) are seeded too while the caller's global RNG state is left untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from splitveil.config import TrainConfig
+from splitveil.data import DatasetSplits, ImageSet
+from splitveil.progress import progress_bar
+from splitveil.split import SplitModel
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One mini-batch: images ``x`` in [0, 1] (NCHW) and integer labels ``y``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class LossTerm(Protocol):
+    """A regulariser added to the task loss; ``z`` is the transmitted feature (None if unsplit)."""
+
+    def __call__(self, batch: Batch, z: torch.Tensor | None, logits: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class TrainState:
+    """What hooks see: the model, its optimiser, and where the loop is."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    generator: torch.Generator
+    epoch: int = 0
+    step: int = 0
+    last_losses: dict[str, float] = field(default_factory=dict)
+
+
+class TrainHook:
+    """Extension points of the loop (e.g. an adversary's inner step). Methods default to no-ops."""
+
+    def on_train_start(self, state: TrainState) -> None:
+        """Called once before the first epoch."""
+
+    def after_step(self, state: TrainState, batch: Batch, z: torch.Tensor | None) -> None:
+        """Called after every optimiser step, with the batch and its (detached) feature."""
+
+    def on_epoch_end(self, state: TrainState, record: "EpochRecord") -> None:
+        """Called after each epoch's evaluation."""
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_accuracy: float
+    val_loss: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """The trained model (best epoch by validation accuracy restored) and its history."""
+
+    model: nn.Module
+    history: list[EpochRecord]
+    best_epoch: int
+    best_val_accuracy: float
+    test_accuracy: float
+    seconds: float
+
+    def metrics(self) -> dict[str, float | int]:
+        return {
+            "test_accuracy": self.test_accuracy,
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
+            "train_seconds": round(self.seconds, 2),
+        }
+
+
+def iterate_batches(
+    data: ImageSet, batch_size: int, *, generator: torch.Generator | None = None
+) -> Iterator[Batch]:
+    """Mini-batches of ``data``, shuffled with ``generator`` if given, in order otherwise."""
+    order = torch.randperm(len(data), generator=generator) if generator is not None else torch.arange(len(data))
+    for start in range(0, len(data), batch_size):
+        index = order[start : start + batch_size]
+        yield Batch(data.images[index], data.labels[index])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, *, batch_size: int = 512) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``data``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for batch in iterate_batches(data, batch_size):
+        logits = model(batch.x)
+        loss_sum += F.cross_entropy(logits, batch.y, reduction="sum").item()
+        correct += int((logits.argmax(dim=1) == batch.y).sum())
+    model.train(was_training)
+    count = max(len(data), 1)
+    return {"accuracy": correct / count, "loss": loss_sum / count}
+
+
+def fit(
+    model: nn.Module,
+    data: DatasetSplits,
+    config: TrainConfig,
+    *,
+    seed: int,
+    loss_terms: Sequence[LossTerm] = (),
+    hooks: Sequence[TrainHook] = (),
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` on ``data.train`` with cross-entropy plus ``loss_terms``.
+
+    After every epoch the model is evaluated on ``data.val``; the best epoch's weights are kept and
+    restored at the end (with ``config.patience``, training stops early when the validation accuracy
+    has not improved for that many epochs). Test accuracy is measured once, on the restored model.
+    """
+    started = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = _make_optimizer(model, config)
+        state = TrainState(model=model, optimizer=optimizer, config=config, generator=generator)
+        for hook in hooks:
+            hook.on_train_start(state)
+        history: list[EpochRecord] = []
+        best_state, best_epoch, best_accuracy = copy.deepcopy(model.state_dict()), 0, -1.0
+        for epoch in range(1, config.epochs + 1):
+            state.epoch = epoch
+            record = _run_epoch(state, data, loss_terms, hooks, progress=progress)
+            history.append(record)
+            for hook in hooks:
+                hook.on_epoch_end(state, record)
+            if record.val_accuracy > best_accuracy:
+                best_state, best_epoch, best_accuracy = copy.deepcopy(model.state_dict()), epoch, record.val_accuracy
+            elif config.patience is not None and epoch - best_epoch >= config.patience:
+                break
+        model.load_state_dict(best_state)
+    test = evaluate(model, data.test, batch_size=config.eval_batch_size)
+    return TrainResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        best_val_accuracy=best_accuracy,
+        test_accuracy=test["accuracy"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _run_epoch(
+    state: TrainState,
+    data: DatasetSplits,
+    loss_terms: Sequence[LossTerm],
+    hooks: Sequence[TrainHook],
+    *,
+    progress: bool,
+) -> EpochRecord:
+    model, config = state.model, state.config
+    started = time.perf_counter()
+    model.train()
+    total_loss, seen = 0.0, 0
+    steps = -(-len(data.train) // config.batch_size)
+    with progress_bar(f"epoch {state.epoch}/{config.epochs}", total=steps, enabled=progress) as advance:
+        for batch in iterate_batches(data.train, config.batch_size, generator=state.generator):
+            z, logits = _forward(model, batch.x)
+            losses = {"task": F.cross_entropy(logits, batch.y)}
+            for term in loss_terms:
+                losses.update(term(batch, z, logits))
+            loss = torch.stack(list(losses.values())).sum()
+            state.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            state.optimizer.step()
+            state.step += 1
+            state.last_losses = {name: value.item() for name, value in losses.items()}
+            for hook in hooks:
+                hook.after_step(state, batch, None if z is None else z.detach())
+            total_loss += loss.item() * len(batch.y)
+            seen += len(batch.y)
+            advance(loss=loss.item())
+    val = evaluate(model, data.val, batch_size=config.eval_batch_size)
+    return EpochRecord(
+        epoch=state.epoch,
+        train_loss=total_loss / max(seen, 1),
+        val_accuracy=val["accuracy"],
+        val_loss=val["loss"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    if isinstance(model, SplitModel):
+        return model.forward_with_features(x)
+    return None, model(x)

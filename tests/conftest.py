@@ -1,0 +1,37 @@
+"""Tiny fixtures shared by the suite: no network, no big data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from splitveil.checkpoint import CheckpointCache
+from splitveil.data import DatasetSplits, ImageSet
+
+
+def _blobs(count: int, generator: torch.Generator, *, num_classes: int = 3) -> ImageSet:
+    """Images whose mean brightness encodes the class, so a small model can learn them quickly."""
+    labels = torch.randint(0, num_classes, (count,), generator=generator)
+    noise = torch.rand(count, 1, 12, 12, generator=generator) * 0.3
+    images = (noise + labels.view(-1, 1, 1, 1) * 0.3).clamp(0, 1)
+    return ImageSet(images=images, labels=labels)
+
+
+@pytest.fixture
+def tiny_data() -> DatasetSplits:
+    generator = torch.Generator().manual_seed(0)
+    return DatasetSplits(
+        name="blobs",
+        train=_blobs(96, generator),
+        val=_blobs(32, generator),
+        test=_blobs(32, generator),
+        aux=_blobs(32, generator),
+        num_classes=3,
+        class_names=("dark", "mid", "bright"),
+        seed=0,
+    )
+
+
+@pytest.fixture
+def cache(tmp_path) -> CheckpointCache:
+    return CheckpointCache(tmp_path / "cache")

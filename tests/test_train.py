@@ -1,0 +1,82 @@
+import torch
+
+from splitveil.config import TrainConfig, parse_spec
+from splitveil.experiment import train_or_load
+from splitveil.models import create_model
+from splitveil.split import cut
+from splitveil.train import TrainHook, evaluate, fit
+
+FAST = TrainConfig(epochs=3, batch_size=16, lr=3e-3)
+
+
+def _lenet():
+    torch.manual_seed(0)
+    return create_model("lenet", input_shape=(1, 12, 12), num_classes=3)
+
+
+def test_training_learns_the_task(tiny_data):
+    model = _lenet()
+    before = evaluate(model, tiny_data.test)["accuracy"]
+    result = fit(model, tiny_data, FAST, seed=0, progress=False)
+    assert result.test_accuracy > max(before, 0.8)
+    assert len(result.history) == 3
+    assert result.best_val_accuracy == max(r.val_accuracy for r in result.history)
+
+
+def test_same_seed_gives_identical_weights_and_leaves_global_rng_alone(tiny_data):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = _lenet(), _lenet()
+    fit(a, tiny_data, FAST, seed=7, progress=False)
+    fit(b, tiny_data, FAST, seed=7, progress=False)
+    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(wa, wb), name
+    c = _lenet()
+    fit(c, tiny_data, FAST, seed=8, progress=False)
+    assert not torch.equal(a.state_dict()["conv1.weight"], c.state_dict()["conv1.weight"])
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), expected_next)
+
+
+def test_loss_terms_see_the_feature_and_hooks_run(tiny_data):
+    split = cut(_lenet(), at="pool1")
+    seen_shapes, events = [], []
+
+    def feature_penalty(batch, z, logits):
+        seen_shapes.append(tuple(z.shape[1:]))
+        return {"l1": 1e-3 * z.abs().mean()}
+
+    class Recorder(TrainHook):
+        def on_train_start(self, state):
+            events.append("start")
+
+        def after_step(self, state, batch, z):
+            events.append(("step", state.last_losses.keys() >= {"task", "l1"}, z.requires_grad))
+
+        def on_epoch_end(self, state, record):
+            events.append(("epoch", record.epoch))
+
+    fit(split, tiny_data, TrainConfig(epochs=1, batch_size=32), seed=0, loss_terms=[feature_penalty], hooks=[Recorder()], progress=False)
+    assert seen_shapes == [(6, 6, 6)] * 3
+    assert events == ["start", ("step", True, False), ("step", True, False), ("step", True, False), ("epoch", 1)]
+
+
+def test_patience_stops_early(tiny_data):
+    config = TrainConfig(epochs=30, batch_size=32, lr=1e-2, patience=1)
+    result = fit(_lenet(), tiny_data, config, seed=0, progress=False)
+    assert len(result.history) < 30
+    assert result.history[-1].epoch - result.best_epoch == 1
+
+
+def test_second_identical_run_is_served_from_cache(tiny_data, cache):
+    spec = parse_spec({"model": {"name": "lenet"}, "train": {"epochs": 1, "batch_size": 32}, "seed": 4})
+    first = train_or_load(spec, cache=cache, data=tiny_data, progress=False)
+    second = train_or_load(spec, cache=cache, data=tiny_data, progress=False)
+    assert not first.from_cache and second.from_cache
+    assert first.checkpoint == second.checkpoint
+    for wa, wb in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(wa, wb)
+    assert second.metadata["seed"] == 4 and "torch" in second.metadata["versions"]
+    other = parse_spec({"model": {"name": "lenet"}, "train": {"epochs": 1, "batch_size": 32}, "seed": 5})
+    assert not train_or_load(other, cache=cache, data=tiny_data, progress=False).from_cache
