@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 
 demo: setup data
 	$(BIN)/splitveil profile he-cnn
-	$(BIN)/splitveil train configs/quick.yaml --out runs/demo
+	$(BIN)/splitveil bench run configs/quick.yaml --out runs/demo
+	@echo "open runs/demo/report.html in a browser"
 
 test: setup data
 	$(BIN)/python -m pytest

@@ -18,7 +18,7 @@ def test_unknown_key_names_key_and_allowed_keys():
 
 
 def test_unknown_top_level_key():
-    with pytest.raises(ConfigError, match=r"unknown key 'atacks' \(allowed: name, seed, data, model, train, cuts\)"):
+    with pytest.raises(ConfigError, match=r"unknown key 'atacks' \(allowed: name, seed, data, model, train, cuts, attacks, audit\)"):
         parse_spec({"atacks": []})
 
 

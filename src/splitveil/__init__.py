@@ -40,6 +40,18 @@ _EXPORTS = {
     "train_or_load": "splitveil.experiment",
     "CheckpointCache": "splitveil.checkpoint",
     "SplitveilError": "splitveil.errors",
+    "ATTACKS": "splitveil.attacks",
+    "AttackerView": "splitveil.attacks",
+    "Capability": "splitveil.attacks",
+    "create_attack": "splitveil.attacks",
+    "METRICS": "splitveil.metrics",
+    "mse": "splitveil.metrics",
+    "psnr": "splitveil.metrics",
+    "ssim": "splitveil.metrics",
+    "estimate_mi": "splitveil.metrics",
+    "privacy_accuracy": "splitveil.metrics",
+    "run_bench": "splitveil.bench",
+    "build_report": "splitveil.bench",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -101,20 +101,96 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a model (or reuse the cached checkpoint of an identical config) and save it to OUT."""
-    from splitveil.checkpoint import CheckpointCache, save_checkpoint
+    from splitveil.checkpoint import save_checkpoint
     from splitveil.config import load_spec, parse_spec, apply_overrides, write_resolved
     from splitveil.experiment import train_or_load
 
     overrides = {"model.name": model, "data.name": dataset, "train.epochs": epochs, "seed": seed,
                  "data.limit": limit, "data.data_dir": data_dir}
     resolved = load_spec(spec, overrides) if spec else parse_spec(apply_overrides({}, overrides), source="options")
-    cache = CheckpointCache(cache_dir / "checkpoints") if cache_dir else CheckpointCache.default()
-    trained = train_or_load(resolved, cache=cache, progress=progress)
+    trained = train_or_load(resolved, cache=_cache(cache_dir), progress=progress)
     save_checkpoint(out, trained.model, trained.metadata)
     write_resolved(resolved, out)
     (out / "metrics.json").write_text(json.dumps(trained.metadata["metrics"], indent=2))
     origin = "from cache" if trained.from_cache else f"trained in {trained.metadata['metrics']['train_seconds']} s"
     typer.echo(f"{resolved.model.name} on {resolved.data.name}: test accuracy {trained.test_accuracy:.4f} ({origin}); saved to {out}")
+
+
+bench_app = typer.Typer(help="Run model x cut x attack benchmarks and build their reports.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("run")
+def bench_run(
+    spec: Annotated[Path, typer.Argument(help="YAML bench spec (e.g. configs/quick.yaml).")],
+    out: Annotated[Path, typer.Option(help="Run directory: results.jsonl, report.html, reconstructions.")],
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint cache (default $SPLITVEIL_CACHE or ~/.cache/splitveil).")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Directory holding the dataset's files.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run every cell of SPEC not already in OUT, then write OUT/report.html."""
+    from splitveil.bench import run_bench
+    from splitveil.config import load_spec
+
+    rows = run_bench(load_spec(spec, {"data.data_dir": data_dir}), out, cache=_cache(cache_dir), progress=progress)
+    typer.echo(f"{len(rows)} result rows in {out / 'results.jsonl'}; report: {out / 'report.html'}")
+
+
+@bench_app.command("report")
+def bench_report(directory: Annotated[Path, typer.Argument(help="A bench run directory.")]) -> None:
+    """Rebuild DIRECTORY/report.html from its results.jsonl and saved reconstructions."""
+    from splitveil.bench import build_report
+
+    typer.echo(f"report: {build_report(directory)}")
+
+
+@app.command()
+def attack(
+    spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],
+    cut_name: Annotated[str, typer.Option("--cut", help="Cut point to attack (see `splitveil profile MODEL`).")],
+    attack_name: Annotated[str, typer.Option("--attack", help="Attack name: rmle, inverse-network, ...")],
+    option: Annotated[Optional[list[str]], typer.Option("--set", help="Attack option KEY=VALUE (repeatable).")] = None,
+    targets: Annotated[int, typer.Option(help="Number of test images to reconstruct.")] = 16,
+    out: Annotated[Path, typer.Option(help="PNG file for the grid of originals and reconstructions.")] = Path("attack.png"),
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint cache.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run one attack on one cut of the spec's (cached) model and save the reconstruction grid."""
+    from splitveil.bench.audit import run_attack
+    from splitveil.bench.figures import reconstruction_grid
+    from splitveil.config import AttackSpec, load_spec
+    from splitveil.experiment import train_or_load
+    from splitveil.split import cut
+
+    resolved = load_spec(spec)
+    attack_spec = AttackSpec(name=attack_name, options=parse_assignments(option or []))
+    trained = train_or_load(resolved, cache=_cache(cache_dir), progress=progress)
+    split = cut(trained.model, at=cut_name).eval()
+    chosen = trained.data.test.take(targets)
+    outcome = run_attack(split, attack_spec, data=trained.data, targets=chosen, evaluator=None, seed=resolved.seed, progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(reconstruction_grid(chosen.images[:8], {attack_name: outcome.reconstruction[:8]}))
+    typer.echo(f"{attack_name} at {cut_name}: SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, "
+               f"MSE {outcome.mse:.4f} ({outcome.seconds:.1f} s); grid: {out}")
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, object]:
+    """``["steps=200", "lr=1e-2"]`` -> ``{"steps": 200, "lr": 0.01}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    parsed: dict[str, object] = {}
+    for assignment in assignments:
+        key, separator, value = assignment.partition("=")
+        if not separator or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {assignment!r}")
+        parsed[key] = yaml.safe_load(value)
+    return parsed
+
+
+def _cache(cache_dir: Optional[Path]):
+    from splitveil.checkpoint import CheckpointCache
+
+    return CheckpointCache(cache_dir / "checkpoints") if cache_dir else CheckpointCache.default()
 
 
 def _cost_table(cuts: list[dict[str, object]]) -> Table:

@@ -69,8 +69,49 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(default=512, ge=1)
 
 
+class AttackSpec(_Strict):
+    """One attack of the audit and its options (e.g. ``steps`` for rMLE)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_attack(cls, name: str) -> str:
+        from splitveil.attacks import ATTACKS
+
+        ATTACKS.get(name)
+        return name
+
+
+class MineSpec(_Strict):
+    """How mutual information I(x; z) is estimated (MINE)."""
+
+    enabled: bool = True
+    samples: int = Field(default=2000, ge=64, description="test images used for the estimate")
+    steps: int = Field(default=1000, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluatorSpec(_Strict):
+    """The independent classifier that scores reconstructions (privacy accuracy)."""
+
+    enabled: bool = True
+    model: str = "lenet"
+    epochs: int = Field(default=3, ge=1)
+
+
+class AuditSpec(_Strict):
+    """What is measured at every cut: how many test images are attacked, MI, privacy accuracy."""
+
+    targets: int = Field(default=64, ge=1, description="test images each attack reconstructs")
+    grid_images: int = Field(default=8, ge=1, description="images shown per row of the report's grids")
+    mine: MineSpec = Field(default_factory=MineSpec)
+    evaluator: EvaluatorSpec = Field(default_factory=EvaluatorSpec)
+
+
 class ExperimentSpec(_Strict):
-    """One experiment: a model trained on a dataset, and the cuts to study."""
+    """One experiment: a model trained on a dataset, the cuts to study and the attacks to run."""
 
     name: str = "experiment"
     seed: int = 0
@@ -78,6 +119,8 @@ class ExperimentSpec(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainConfig = Field(default_factory=TrainConfig)
     cuts: list[str] = Field(default_factory=list)
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    audit: AuditSpec = Field(default_factory=AuditSpec)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

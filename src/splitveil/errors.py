@@ -32,3 +32,7 @@ class InvalidCutError(SplitveilError, ValueError):
 
 class CheckpointError(SplitveilError, ValueError):
     """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
+
+
+class CapabilityError(SplitveilError, PermissionError):
+    """An attack asked for (or was built without) a capability its threat model requires."""

@@ -1,0 +1,107 @@
+"""The inverse network's decoder ``g(z) ≈ x``, its architecture derived from the two shapes.
+
+For a spatial feature ``[C, h, w]`` and an input ``[C0, H, W]``::
+
+    stem:   3x3 conv C -> width, BatchNorm, ReLU
+    up_k:   ConvTranspose2d(kernel 4, stride 2, padding 1) - exactly doubles h and w - BN, ReLU,
+            repeated until h >= H and w >= W (none for a shallow cut); channels halve at every
+            step, never below 16, since the finer maps need fewer features and cost the most
+    resize: bilinear interpolation to exactly H x W (identity when the sizes already match), placed
+            *before* the head so that the last convolution can smooth interpolation artefacts
+            (odd sizes such as 25x25, or floor-pooled maps such as 28 -> 3 -> 24 -> 28)
+    head:   3x3 conv -> C0, sigmoid (pixels in [0, 1])
+
+A flat feature ``[d]`` (after a fully connected layer; any shape that is not ``[C, h, w]`` is
+flattened) first goes through ``Linear(d, width · ⌈H/4⌉ · ⌈W/4⌉)`` + ReLU and is reshaped to a
+``[width, ⌈H/4⌉, ⌈W/4⌉]`` map, which then takes the spatial path above (two upsamplings). A pure
+MLP to ``C0·H·W`` pixels would need ``d·C0·H·W`` weights and no spatial prior; the small map keeps
+the decoder convolutional where images are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Fewest channels an upsampling stage is narrowed to.
+MIN_UPSAMPLING_WIDTH = 16
+
+
+class ResizeTo(nn.Module):
+    """Bilinear resize of NCHW maps to a fixed ``(height, width)``; identity if already that size."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == self.size:
+            return x
+        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+def build_decoder(
+    feature_shape: Sequence[int], input_shape: Sequence[int], *, width: int = 64
+) -> nn.Sequential:
+    """A decoder mapping ``[N, *feature_shape]`` features to ``[N, *input_shape]`` images in [0, 1].
+
+    ``width`` is the channel count of the first stage (and of the flat path's small map).
+
+    Example:
+        >>> import torch
+        >>> g = build_decoder((64, 3, 3), (1, 28, 28), width=16)
+        >>> tuple(g(torch.zeros(2, 64, 3, 3)).shape)
+        (2, 1, 28, 28)
+    """
+    if width < 1:
+        raise ValueError(f"decoder width must be >= 1, got {width}")
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
+    feature_shape = tuple(int(s) for s in feature_shape)
+    if len(feature_shape) == 3:
+        return nn.Sequential(_spatial_decoder(feature_shape, input_shape, width=width))
+    return _flat_decoder(math.prod(feature_shape), input_shape, width=width)
+
+
+def _spatial_decoder(
+    feature_shape: tuple[int, ...], input_shape: tuple[int, ...], *, width: int
+) -> OrderedDict[str, nn.Module]:
+    channels, h, w = feature_shape
+    out_channels, height, out_width = input_shape
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    layers["stem"] = nn.Conv2d(channels, width, 3, padding=1)
+    layers["stem_bn"] = nn.BatchNorm2d(width)
+    layers["stem_relu"] = nn.ReLU()
+    current, stage = width, 0
+    while h < height or w < out_width:
+        stage += 1
+        narrower = max(current // 2, min(current, MIN_UPSAMPLING_WIDTH))
+        layers[f"up{stage}"] = nn.ConvTranspose2d(current, narrower, 4, stride=2, padding=1)
+        layers[f"up{stage}_bn"] = nn.BatchNorm2d(narrower)
+        layers[f"up{stage}_relu"] = nn.ReLU()
+        current, h, w = narrower, h * 2, w * 2
+    layers["resize"] = ResizeTo((height, out_width))
+    layers["head"] = nn.Conv2d(current, out_channels, 3, padding=1)
+    layers["sigmoid"] = nn.Sigmoid()
+    return layers
+
+
+def _flat_decoder(features: int, input_shape: tuple[int, ...], *, width: int) -> nn.Sequential:
+    _, height, out_width = input_shape
+    map_h, map_w = max(1, math.ceil(height / 4)), max(1, math.ceil(out_width / 4))
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    layers["flatten"] = nn.Flatten()
+    layers["project"] = nn.Linear(features, width * map_h * map_w)
+    layers["project_relu"] = nn.ReLU()
+    layers["unflatten"] = nn.Unflatten(1, (width, map_h, map_w))
+    layers.update(_spatial_decoder((width, map_h, map_w), input_shape, width=width))
+    return nn.Sequential(layers)

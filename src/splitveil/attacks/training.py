@@ -1,0 +1,83 @@
+"""The one small loop attacks use to train their own modules (decoders, shadow edges).
+
+Target models train through :func:`splitveil.train.fit`, with validation, best-epoch restore and
+defense hooks; an attack's helper networks need none of that: Adam on fixed ``(input, target)``
+pairs, seeded, with a progress bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from splitveil.progress import progress_bar
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def train_on_pairs(
+    module: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    loss: Loss,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    head: nn.Module | None = None,
+    description: str = "training",
+    progress: bool = True,
+) -> list[float]:
+    """Minimise ``loss(head(module(inputs)), targets)`` with Adam on ``module``'s parameters only.
+
+    Mini-batches are shuffled every epoch with a ``torch.Generator`` seeded from ``seed``, and the
+    loop runs inside ``torch.random.fork_rng`` seeded the same way (for dropout or noise layers), so
+    the result depends on ``seed`` alone and the caller's global RNG is untouched.
+
+    ``head`` is an optional fixed module applied after ``module`` (e.g. a frozen cloud half when
+    training a shadow edge); the optimiser never sees its parameters, and the caller must freeze
+    it (``requires_grad_(False)``, eval mode) so that no gradient is accumulated on it either.
+
+    ``module`` is left in eval mode. Returns the mean training loss of every epoch.
+    """
+    count = len(inputs)
+    if count == 0:
+        raise ValueError("train_on_pairs needs at least one (input, target) pair")
+    if len(targets) != count:
+        raise ValueError(f"{count} inputs but {len(targets)} targets")
+    history: list[float] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+        module.train()
+        steps_per_epoch = len(_batches(torch.arange(count), batch_size))
+        with progress_bar(description, total=epochs * steps_per_epoch, enabled=progress) as advance:
+            for _ in range(epochs):
+                total, seen = 0.0, 0
+                for index in _batches(torch.randperm(count, generator=generator), batch_size):
+                    prediction = module(inputs[index])
+                    if head is not None:
+                        prediction = head(prediction)
+                    value = loss(prediction, targets[index])
+                    optimizer.zero_grad(set_to_none=True)
+                    value.backward()
+                    optimizer.step()
+                    total += value.item() * len(index)
+                    seen += len(index)
+                    advance(loss=value.item())
+                history.append(total / seen)
+    module.eval()
+    return history
+
+
+def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` in chunks of ``batch_size``; a trailing chunk of one joins the previous chunk,
+    because BatchNorm cannot compute training statistics from a single sample."""
+    chunks = list(torch.split(order, batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    return chunks

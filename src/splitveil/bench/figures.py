@@ -1,0 +1,70 @@
+"""Figures of the report as PNG bytes (matplotlib's object API: no pyplot global state)."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from splitveil.bench.results import ResultRow
+
+
+def _png(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _show(axis, image: torch.Tensor) -> None:
+    array = image.detach().clamp(0, 1).permute(1, 2, 0).numpy()
+    if array.shape[2] == 1:
+        axis.imshow(array[:, :, 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        axis.imshow(array)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def reconstruction_grid(original: torch.Tensor, rows: Mapping[str, torch.Tensor]) -> bytes:
+    """Originals in the top row, each attack's reconstructions below, one labelled row per attack."""
+    labelled = {"original": original, **rows}
+    columns = original.shape[0]
+    figure = Figure(figsize=(1.1 * columns + 1.6, 1.15 * len(labelled)))
+    axes = figure.subplots(len(labelled), columns, squeeze=False)
+    for row_index, (label, images) in enumerate(labelled.items()):
+        for column in range(columns):
+            _show(axes[row_index][column], images[column])
+        axes[row_index][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    figure.subplots_adjust(wspace=0.05, hspace=0.08)
+    return _png(figure)
+
+
+def metric_by_depth(rows: Sequence[ResultRow], metric: str, *, label: str) -> bytes:
+    """``metric`` against cut depth, one line per attack (MI is one line: it does not depend on the attack)."""
+    series: dict[str, dict[int, float]] = defaultdict(dict)
+    names: dict[int, str] = {}
+    for row in rows:
+        value = getattr(row, metric)
+        if value is None:
+            continue
+        key = "I(x; z)" if metric == "mi" else row.attack
+        series[key][row.cut_index] = float(value)
+        names[row.cut_index] = row.cut
+    figure = Figure(figsize=(6, 3.4))
+    axis = figure.subplots()
+    for key, points in sorted(series.items()):
+        depths = sorted(points)
+        axis.plot(depths, [points[d] for d in depths], marker="o", label=key)
+    ticks = sorted(names)
+    axis.set_xticks(ticks, [names[t] for t in ticks], rotation=30, ha="right")
+    axis.set_xlabel("cut (shallow → deep)")
+    axis.set_ylabel(label)
+    axis.grid(alpha=0.3)
+    if series:
+        axis.legend(fontsize=8)
+    return _png(figure)

@@ -1,0 +1,78 @@
+"""``report.html``: a self-contained page (images embedded) built from a bench run's directory."""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from pathlib import Path
+
+import jinja2
+from safetensors.torch import load_file
+
+from splitveil.bench.figures import metric_by_depth, reconstruction_grid
+from splitveil.bench.results import ResultRow, read_rows
+from splitveil.errors import SplitveilError
+
+REPORT_FILE = "report.html"
+TABLE_COLUMNS = (
+    "cut", "defense", "strength", "attack", "accuracy", "ssim", "psnr", "mse", "mi",
+    "privacy_accuracy", "edge_flops", "edge_params", "feature_bytes", "seconds",
+)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _grids(directory: Path, rows: list[ResultRow]) -> list[dict[str, str]]:
+    by_cut: dict[tuple[str, str, float], list[ResultRow]] = defaultdict(list)
+    for row in rows:
+        by_cut[(row.cut, row.defense, row.strength)].append(row)
+    grids = []
+    for (cut_name, defense, strength), cell_rows in sorted(by_cut.items(), key=lambda item: item[1][0].cut_index):
+        original = None
+        reconstructions = {}
+        for row in cell_rows:
+            path = directory / row.reconstruction_file
+            if not path.is_file():
+                continue
+            tensors = load_file(str(path))
+            original = tensors["original"]
+            reconstructions[f"{row.attack}\nSSIM {row.ssim:.2f}"] = tensors["reconstruction"]
+        if original is not None:
+            title = cut_name if defense == "none" else f"{cut_name} · {defense} {strength:g}"
+            grids.append({"title": title, "image": _data_uri(reconstruction_grid(original, reconstructions))})
+    return grids
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "—" if value is None else str(value)
+
+
+def build_report(directory: str | Path) -> Path:
+    """(Re)build ``directory/report.html`` from ``results.jsonl``, the saved tensors and the spec."""
+    directory = Path(directory)
+    rows = read_rows(directory)
+    if not rows:
+        raise SplitveilError(f"no results in {directory}; run `splitveil bench run SPEC --out {directory}` first")
+    spec_path = directory / "spec.resolved.yaml"
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("splitveil.bench", "templates"), autoescape=jinja2.select_autoescape()
+    )
+    html = environment.get_template("report.html.j2").render(
+        title=f"splitveil report — {rows[0].model} on {rows[0].dataset}",
+        rows=sorted(rows, key=lambda r: (r.cut_index, r.defense, r.strength, r.attack)),
+        columns=TABLE_COLUMNS,
+        fmt=_format,
+        ssim_plot=_data_uri(metric_by_depth(rows, "ssim", label="SSIM (higher = more leakage)")),
+        mi_plot=_data_uri(metric_by_depth(rows, "mi", label="MINE I(x; z), nats")),
+        grids=_grids(directory, rows),
+        spec=spec_path.read_text() if spec_path.is_file() else "(spec.resolved.yaml missing)",
+    )
+    path = directory / "report.html"
+    path.write_text(html)
+    return path

@@ -1,0 +1,75 @@
+"""One row per (model, dataset, cut, defense, strength, attack): the bench's unit of result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+RESULTS_FILE = "results.jsonl"
+
+
+class ResultRow(BaseModel):
+    """Privacy, utility and cost of one attack on one cut, side by side."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model: str
+    dataset: str
+    cut: str
+    cut_index: int
+    defense: str
+    strength: float
+    attack: str
+    seed: int
+    accuracy: float
+    ssim: float
+    psnr: float
+    mse: float
+    mi: float | None
+    privacy_accuracy: float | None
+    edge_flops: int
+    cloud_flops: int
+    edge_params: int
+    feature_shape: list[int]
+    feature_bytes: int
+    targets: int
+    seconds: float
+    reconstruction_file: str
+
+    @property
+    def cell_id(self) -> str:
+        return cell_id(self.model, self.dataset, self.cut, self.defense, self.strength, self.attack)
+
+
+def cell_id(model: str, dataset: str, cut: str, defense: str, strength: float, attack: str) -> str:
+    """A file-name-safe identifier of one cell."""
+    parts = (model, dataset, cut, defense, f"{strength:g}", attack)
+    return "__".join(part.replace("/", "-").replace(" ", "-") for part in parts)
+
+
+def append_row(directory: Path, row: ResultRow) -> None:
+    """Append ``row`` to ``directory/results.jsonl`` and flush, so a killed run keeps finished rows."""
+    with (directory / RESULTS_FILE).open("a") as handle:
+        handle.write(row.model_dump_json() + "\n")
+        handle.flush()
+
+
+def read_rows(directory: Path) -> list[ResultRow]:
+    """All rows of ``directory/results.jsonl`` (a truncated last line from a killed run is skipped)."""
+    path = directory / RESULTS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(ResultRow.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValueError):
+            continue
+    return rows
+
+
+def as_records(rows: list[ResultRow]) -> list[dict[str, Any]]:
+    return [row.model_dump() for row in rows]

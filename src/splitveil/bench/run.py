@@ -1,0 +1,98 @@
+"""``splitveil bench run``: model × cuts × attacks, one result row per cell, then the report.
+
+Cells whose rows are already in ``results.jsonl`` are skipped, so re-running a spec (or resuming a
+killed run) finishes the missing cells only. The trained model comes from the checkpoint cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from splitveil.bench.audit import feature_mutual_information, run_attack
+from splitveil.bench.report import build_report
+from splitveil.bench.results import ResultRow, append_row, cell_id, read_rows
+from splitveil.checkpoint import CheckpointCache
+from splitveil.config import ExperimentSpec, write_resolved
+from splitveil.data import load_dataset
+from splitveil.experiment import train_or_load
+from splitveil.metrics import train_evaluation_classifier
+from splitveil.split import cut, cut_aliases
+
+RECONSTRUCTIONS_DIR = "reconstructions"
+UNDEFENDED = ("none", 0.0)
+
+
+def run_bench(
+    spec: ExperimentSpec, out: str | Path, *, cache: CheckpointCache | None = None, progress: bool = True
+) -> list[ResultRow]:
+    """Run every (cut, attack) cell of ``spec`` not yet in ``out``; write rows, tensors and the report."""
+    out = Path(out)
+    (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
+    write_resolved(spec, out)
+    data = load_dataset(spec.data.name, seed=spec.seed, **spec.data.loader_options())
+    trained = train_or_load(spec, cache=cache, data=data, progress=progress)
+    model = trained.model.eval()
+    depth = {name: index for index, name in enumerate(cut_aliases(model))}
+    cuts = spec.cuts or list(depth)
+    finished = {row.cell_id for row in read_rows(out)}
+    targets = data.test.take(spec.audit.targets)
+    evaluator = None
+    if spec.audit.evaluator.enabled and spec.attacks:
+        evaluator = train_evaluation_classifier(
+            data, model=spec.audit.evaluator.model, epochs=spec.audit.evaluator.epochs, seed=spec.seed
+        )
+    defense, strength = UNDEFENDED
+    for cut_name in cuts:
+        pending = [a for a in spec.attacks if _cell(spec, cut_name, a.name) not in finished]
+        if not pending:
+            continue
+        split = cut(model, at=cut_name).eval()
+        profile = split.profile(data.input_shape)
+        mi_images = data.test.take(spec.audit.mine.samples).images
+        mi = feature_mutual_information(split, mi_images, spec.audit.mine, seed=spec.seed)
+        for attack in pending:
+            outcome = run_attack(
+                split, attack, data=data, targets=targets, evaluator=evaluator, seed=spec.seed, progress=progress
+            )
+            identifier = _cell(spec, cut_name, attack.name)
+            shown = spec.audit.grid_images
+            save_file(
+                {"original": targets.images[:shown].contiguous(), "reconstruction": outcome.reconstruction[:shown].contiguous()},
+                str(out / RECONSTRUCTIONS_DIR / f"{identifier}.safetensors"),
+            )
+            row = ResultRow(
+                model=spec.model.name,
+                dataset=spec.data.name,
+                cut=cut_name,
+                cut_index=depth.get(cut_name, cuts.index(cut_name)),
+                defense=defense,
+                strength=strength,
+                attack=attack.name,
+                seed=spec.seed,
+                accuracy=trained.test_accuracy,
+                ssim=outcome.ssim,
+                psnr=outcome.psnr,
+                mse=outcome.mse,
+                mi=mi,
+                privacy_accuracy=outcome.privacy_accuracy,
+                edge_flops=profile.edge_flops,
+                cloud_flops=profile.cloud_flops,
+                edge_params=profile.edge_params,
+                feature_shape=list(profile.feature_shape),
+                feature_bytes=profile.feature_bytes,
+                targets=len(targets),
+                seconds=round(outcome.seconds, 3),
+                reconstruction_file=f"{RECONSTRUCTIONS_DIR}/{identifier}.safetensors",
+            )
+            append_row(out, row)
+    build_report(out)
+    return read_rows(out)
+
+
+def _cell(spec: ExperimentSpec, cut_name: str, attack: str) -> str:
+    return cell_id(spec.model.name, spec.data.name, cut_name, *UNDEFENDED, attack)
+
+

@@ -1,0 +1,30 @@
+"""How much an attacker learns about the input: reconstruction quality, mutual information, PA.
+
+- :mod:`~splitveil.metrics.image`: ``mse``, ``psnr``, ``ssim`` of reconstructions ``x_hat`` vs ``x``
+  (registered in ``METRICS`` with the direction that is better);
+- :mod:`~splitveil.metrics.mine`: ``estimate_mi``, I(x; z) by MINE;
+- :mod:`~splitveil.metrics.privacy_accuracy`: ``privacy_accuracy`` of reconstructions under an
+  independent evaluation classifier, and ``train_evaluation_classifier`` to build one.
+
+Importing this package is light: torchmetrics and the training loop load on first use.
+"""
+
+from __future__ import annotations
+
+from splitveil.metrics.image import mse, psnr, ssim
+from splitveil.metrics.mine import MINE, MIEstimate, estimate_mi
+from splitveil.metrics.privacy_accuracy import privacy_accuracy, train_evaluation_classifier
+from splitveil.metrics.registry import METRICS, MetricInfo
+
+__all__ = [
+    "METRICS",
+    "MINE",
+    "MIEstimate",
+    "MetricInfo",
+    "estimate_mi",
+    "mse",
+    "privacy_accuracy",
+    "psnr",
+    "ssim",
+    "train_evaluation_classifier",
+]

@@ -1,0 +1,76 @@
+"""End to end on small real data: spec -> trained model -> attacks per cut -> results.jsonl + report."""
+
+import json
+import re
+
+import pytest
+
+from splitveil.bench import build_report, read_rows, run_bench
+from splitveil.config import parse_spec
+from splitveil.errors import SplitveilError
+
+SPEC = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"name": "fashion-mnist", "limit": 256},
+    "model": {"name": "he-cnn", "options": {"widths": [4, 8, 8], "hidden": 32}},
+    "train": {"epochs": 1, "batch_size": 64},
+    "cuts": ["conv11", "relu22"],
+    "attacks": [
+        {"name": "rmle", "options": {"steps": 10}},
+        {"name": "inverse-network", "options": {"epochs": 1}},
+    ],
+    "audit": {"targets": 8, "grid_images": 4, "mine": {"samples": 128, "steps": 20}, "evaluator": {"epochs": 1}},
+}
+REQUIRED = ("accuracy", "ssim", "psnr", "mse", "mi", "privacy_accuracy", "edge_flops", "feature_bytes", "seconds")
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cache = tmp_path_factory.mktemp("cache")
+    from splitveil.checkpoint import CheckpointCache
+
+    run_bench(parse_spec(SPEC), out, cache=CheckpointCache(cache), progress=False)
+    return out, CheckpointCache(cache)
+
+
+def test_one_row_per_cut_and_attack_with_every_metric(bench_dir):
+    out, _ = bench_dir
+    lines = (out / "results.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert {(r["cut"], r["attack"]) for r in rows} == {
+        (c, a) for c in ("conv11", "relu22") for a in ("rmle", "inverse-network")
+    }
+    for row in rows:
+        for key in REQUIRED:
+            assert row[key] is not None, key
+        assert row["defense"] == "none" and row["strength"] == 0
+        assert -1 <= row["ssim"] <= 1 and row["mse"] >= 0
+    by_cut = {r["cut"]: r for r in rows}
+    assert by_cut["conv11"]["edge_flops"] < by_cut["relu22"]["edge_flops"]
+
+
+def test_report_embeds_grids_plots_table_and_spec(bench_dir):
+    out, _ = bench_dir
+    html = (out / "report.html").read_text()
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == 2 + 2  # two plots, one grid per cut
+    assert all(len(image) > 1000 for image in images)
+    assert "relu22" in html and "inverse-network" in html and "name: tiny" in html
+
+
+def test_rerun_skips_finished_cells_and_report_rebuilds(bench_dir):
+    out, cache = bench_dir
+    before = (out / "results.jsonl").read_text()
+    run_bench(parse_spec(SPEC), out, cache=cache, progress=False)
+    assert (out / "results.jsonl").read_text() == before
+    (out / "report.html").unlink()
+    build_report(out)
+    assert (out / "report.html").is_file()
+    assert len(read_rows(out)) == 4
+
+
+def test_report_of_an_empty_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(SplitveilError, match="no results.*bench run"):
+        build_report(tmp_path)
