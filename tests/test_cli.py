@@ -57,3 +57,63 @@ def test_unknown_spec_key_from_a_file(tmp_path):
 def test_bad_input_shape_option():
     result = CliRunner().invoke(app, ["models", "--input-shape", "28,28"])
     assert result.exit_code != 0 and "C,H,W" in result.output
+
+
+TINY_SPEC = """
+name: tiny
+data: {name: fashion-mnist, limit: 128}
+model: {name: he-cnn, options: {widths: [4, 8, 8], hidden: 16}}
+train: {epochs: 1, batch_size: 64}
+cuts: [conv11]
+attacks:
+  - {name: rmle, options: {steps: 5}}
+audit: {targets: 4, grid_images: 2, mine: {samples: 64, steps: 5}, evaluator: {epochs: 1}}
+"""
+
+
+@pytest.fixture
+def tiny_spec(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPEC)
+    return path
+
+
+def test_attack_command_saves_a_grid(tiny_spec, tmp_path):
+    png = tmp_path / "grid.png"
+    result = CliRunner().invoke(app, ["attack", str(tiny_spec), "--cut", "conv11", "--attack", "rmle", "--set", "steps=5",
+                                      "--targets", "4", "--out", str(png), "--cache-dir", str(tmp_path / "c"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "SSIM" in result.output and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_attack_command_rejects_unknown_attack_option(tiny_spec, tmp_path):
+    result = run_cli("attack", str(tiny_spec), "--cut", "conv11", "--attack", "rmle", "--set", "stpes=5",
+                     "--cache-dir", str(tmp_path / "c"), "--no-progress", "--out", str(tmp_path / "g.png"))
+    assert result.returncode == 2 and "stpes" in result.stderr and "steps" in result.stderr
+
+
+def test_invalid_cut_fails_before_training(tiny_spec, tmp_path):
+    result = run_cli("attack", str(tiny_spec), "--cut", "relu99", "--attack", "rmle",
+                     "--cache-dir", str(tmp_path / "c"), "--no-progress")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1
+    assert "unknown cut 'relu99'" in lines[0] and "conv11" in lines[0]
+    assert not (tmp_path / "c").exists(), "nothing may be trained for an invalid cut"
+
+
+def test_bench_run_and_report_commands(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(app, ["bench", "run", str(tiny_spec), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "1 result rows" in result.output and (out / "report.html").is_file()
+    (out / "report.html").unlink()
+    assert runner.invoke(app, ["bench", "report", str(out)]).exit_code == 0
+    assert (out / "report.html").is_file()
+
+
+def test_bench_rmle_batching_command(tiny_spec, tmp_path):
+    result = CliRunner().invoke(app, ["bench", "rmle-batching", str(tiny_spec), "--cut", "conv11", "--images", "2",
+                                      "--steps", "3", "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "speed-up" in result.output and "conv11" in result.output

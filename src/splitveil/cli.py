@@ -144,6 +144,31 @@ def bench_report(directory: Annotated[Path, typer.Argument(help="A bench run dir
     typer.echo(f"report: {build_report(directory)}")
 
 
+@bench_app.command("rmle-batching")
+def bench_rmle_batching(
+    spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],
+    cuts: Annotated[list[str], typer.Option("--cut", help="Cut(s) to time (repeatable).")],
+    images: Annotated[int, typer.Option(help="Number of test images inverted.")] = 16,
+    steps: Annotated[Optional[int], typer.Option(help="rMLE steps (default: the depth preset).")] = None,
+    repeats: Annotated[int, typer.Option(help="Alternating repeats; the best of each side is kept.")] = 1,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint cache.")] = None,
+) -> None:
+    """Time rMLE on IMAGES targets batched and one image at a time, side by side."""
+    from splitveil.bench.timing import time_rmle_batching
+    from splitveil.config import load_spec
+    from splitveil.experiment import train_or_load
+    from splitveil.split import cut
+
+    trained = train_or_load(load_spec(spec), cache=_cache(cache_dir), progress=False)
+    targets = trained.data.test.take(images).images
+    table = Table("cut", "images", "steps", "batched s/image", "one-at-a-time s/image", "speed-up")
+    for cut_name in cuts:
+        timing = time_rmle_batching(cut(trained.model, at=cut_name).eval(), targets, steps=steps, repeats=repeats)
+        table.add_row(cut_name, str(timing.images), str(timing.steps), f"{timing.batched_per_image:.3f}",
+                      f"{timing.looped_per_image:.3f}", f"{timing.speedup:.1f}x")
+    _console().print(table)
+
+
 @app.command()
 def attack(
     spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],
@@ -159,12 +184,15 @@ def attack(
     from splitveil.bench.audit import run_attack
     from splitveil.bench.figures import reconstruction_grid
     from splitveil.config import AttackSpec, load_spec
-    from splitveil.experiment import train_or_load
+    from splitveil.data import load_dataset
+    from splitveil.experiment import check_cuts, train_or_load
     from splitveil.split import cut
 
     resolved = load_spec(spec)
     attack_spec = AttackSpec(name=attack_name, options=parse_assignments(option or []))
-    trained = train_or_load(resolved, cache=_cache(cache_dir), progress=progress)
+    data = load_dataset(resolved.data.name, seed=resolved.seed, **resolved.data.loader_options())
+    check_cuts(resolved, data, [cut_name])
+    trained = train_or_load(resolved, cache=_cache(cache_dir), data=data, progress=progress)
     split = cut(trained.model, at=cut_name).eval()
     chosen = trained.data.test.take(targets)
     outcome = run_attack(split, attack_spec, data=trained.data, targets=chosen, evaluator=None, seed=resolved.seed, progress=progress)

@@ -98,7 +98,7 @@ class EvaluatorSpec(_Strict):
 
     enabled: bool = True
     model: str = "lenet"
-    epochs: int = Field(default=3, ge=1)
+    epochs: int = Field(default=10, ge=1)
 
 
 class AuditSpec(_Strict):

@@ -27,6 +27,7 @@ from splitveil.checkpoint import (
 from splitveil.config import ExperimentSpec
 from splitveil.data import DatasetSplits, load_dataset
 from splitveil.models import create_model
+from splitveil.split import cut
 from splitveil.train import fit
 
 
@@ -52,6 +53,13 @@ def build_model(spec: ExperimentSpec, data: DatasetSplits) -> nn.Module:
         return create_model(
             spec.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **spec.model.options
         )
+
+
+def check_cuts(spec: ExperimentSpec, data: DatasetSplits, cuts: list[str]) -> None:
+    """Raise ``InvalidCutError`` for any of ``cuts`` the spec's model lacks, before anything is trained."""
+    model = build_model(spec, data)
+    for name in cuts:
+        cut(model, at=name)
 
 
 def data_fingerprint(data: DatasetSplits) -> str:

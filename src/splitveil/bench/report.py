@@ -16,7 +16,7 @@ from splitveil.errors import SplitveilError
 REPORT_FILE = "report.html"
 TABLE_COLUMNS = (
     "cut", "defense", "strength", "attack", "accuracy", "ssim", "psnr", "mse", "mi",
-    "privacy_accuracy", "edge_flops", "edge_params", "feature_bytes", "seconds",
+    "privacy_accuracy", "evaluator_accuracy", "edge_flops", "edge_params", "feature_bytes", "seconds",
 )
 
 

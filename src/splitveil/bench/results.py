@@ -30,6 +30,8 @@ class ResultRow(BaseModel):
     mse: float
     mi: float | None
     privacy_accuracy: float | None
+    #: The evaluation classifier's accuracy on the clean targets: the ceiling of privacy_accuracy.
+    evaluator_accuracy: float | None = None
     edge_flops: int
     cloud_flops: int
     edge_params: int

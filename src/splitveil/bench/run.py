@@ -17,8 +17,8 @@ from splitveil.bench.results import ResultRow, append_row, cell_id, read_rows
 from splitveil.checkpoint import CheckpointCache
 from splitveil.config import ExperimentSpec, write_resolved
 from splitveil.data import load_dataset
-from splitveil.experiment import train_or_load
-from splitveil.metrics import train_evaluation_classifier
+from splitveil.experiment import check_cuts, train_or_load
+from splitveil.metrics import privacy_accuracy, train_evaluation_classifier
 from splitveil.split import cut, cut_aliases
 
 RECONSTRUCTIONS_DIR = "reconstructions"
@@ -33,6 +33,8 @@ def run_bench(
     (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
     write_resolved(spec, out)
     data = load_dataset(spec.data.name, seed=spec.seed, **spec.data.loader_options())
+    if spec.cuts:
+        check_cuts(spec, data, spec.cuts)
     trained = train_or_load(spec, cache=cache, data=data, progress=progress)
     model = trained.model.eval()
     depth = {name: index for index, name in enumerate(cut_aliases(model))}
@@ -44,6 +46,7 @@ def run_bench(
         evaluator = train_evaluation_classifier(
             data, model=spec.audit.evaluator.model, epochs=spec.audit.evaluator.epochs, seed=spec.seed
         )
+    evaluator_accuracy = None if evaluator is None else privacy_accuracy(evaluator, targets.images, targets.labels)
     defense, strength = UNDEFENDED
     for cut_name in cuts:
         pending = [a for a in spec.attacks if _cell(spec, cut_name, a.name) not in finished]
@@ -78,6 +81,7 @@ def run_bench(
                 mse=outcome.mse,
                 mi=mi,
                 privacy_accuracy=outcome.privacy_accuracy,
+                evaluator_accuracy=evaluator_accuracy,
                 edge_flops=profile.edge_flops,
                 cloud_flops=profile.cloud_flops,
                 edge_params=profile.edge_params,
