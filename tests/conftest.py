@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
 from splitveil.checkpoint import CheckpointCache
 from splitveil.data import DatasetSplits, ImageSet
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run a test on one intra-op thread. Its tensors are tiny, and when another job competes for the
+    two cores, OpenMP threads waiting for each other make every op tens of times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _blobs(count: int, generator: torch.Generator, *, num_classes: int = 3) -> ImageSet:

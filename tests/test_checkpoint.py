@@ -25,7 +25,7 @@ def test_round_trip(tmp_path):
     save_checkpoint(tmp_path / "ck", model, {"seed": 3})
     fresh = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     load_weights(tmp_path / "ck", fresh)
-    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert read_metadata(tmp_path / "ck") == {"seed": 3}
     assert not list(tmp_path.glob(".ck.*")), "staging directory left behind"

@@ -35,7 +35,10 @@ def test_profile_prints_a_table():
     ("args", "expected"),
     [
         (["profile", "alexnet"], "unknown model 'alexnet'"),
-        (["train", "--model", "he-cnn", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent-dir"], "/nonexistent-dir"),
+        (
+            ["train", "--model", "he-cnn", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent-dir"],
+            "/nonexistent-dir",
+        ),
         (["train", "--epochs", "0"], "train.epochs"),
     ],
 )
@@ -78,23 +81,27 @@ def tiny_spec(tmp_path):
     return path
 
 
+def _attack_args(spec, tmp_path, options: str) -> list[str]:
+    """``splitveil attack SPEC`` with ``options`` (split on spaces), a private cache and no progress bars."""
+    return ["attack", str(spec), *options.split(), "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+
+
 def test_attack_command_saves_a_grid(tiny_spec, tmp_path):
     png = tmp_path / "grid.png"
-    result = CliRunner().invoke(app, ["attack", str(tiny_spec), "--cut", "conv11", "--attack", "rmle", "--set", "steps=5",
-                                      "--targets", "4", "--out", str(png), "--cache-dir", str(tmp_path / "c"), "--no-progress"])
+    args = _attack_args(tiny_spec, tmp_path, f"--cut conv11 --attack rmle --set steps=5 --targets 4 --out {png}")
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "SSIM" in result.output and png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_attack_command_rejects_unknown_attack_option(tiny_spec, tmp_path):
-    result = run_cli("attack", str(tiny_spec), "--cut", "conv11", "--attack", "rmle", "--set", "stpes=5",
-                     "--cache-dir", str(tmp_path / "c"), "--no-progress", "--out", str(tmp_path / "g.png"))
+    png = tmp_path / "g.png"
+    result = run_cli(*_attack_args(tiny_spec, tmp_path, f"--cut conv11 --attack rmle --set stpes=5 --out {png}"))
     assert result.returncode == 2 and "stpes" in result.stderr and "steps" in result.stderr
 
 
 def test_invalid_cut_fails_before_training(tiny_spec, tmp_path):
-    result = run_cli("attack", str(tiny_spec), "--cut", "relu99", "--attack", "rmle",
-                     "--cache-dir", str(tmp_path / "c"), "--no-progress")
+    result = run_cli(*_attack_args(tiny_spec, tmp_path, "--cut relu99 --attack rmle"))
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1
     assert "unknown cut 'relu99'" in lines[0] and "conv11" in lines[0]
@@ -104,7 +111,9 @@ def test_invalid_cut_fails_before_training(tiny_spec, tmp_path):
 def test_bench_run_and_report_commands(tiny_spec, tmp_path):
     out = tmp_path / "run"
     runner = CliRunner()
-    result = runner.invoke(app, ["bench", "run", str(tiny_spec), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--no-progress"])
+    result = runner.invoke(
+        app, ["bench", "run", str(tiny_spec), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     assert "1 result rows" in result.output and (out / "report.html").is_file()
     (out / "report.html").unlink()
@@ -113,7 +122,21 @@ def test_bench_run_and_report_commands(tiny_spec, tmp_path):
 
 
 def test_bench_rmle_batching_command(tiny_spec, tmp_path):
-    result = CliRunner().invoke(app, ["bench", "rmle-batching", str(tiny_spec), "--cut", "conv11", "--images", "2",
-                                      "--steps", "3", "--cache-dir", str(tmp_path / "c")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "rmle-batching",
+            str(tiny_spec),
+            "--cut",
+            "conv11",
+            "--images",
+            "2",
+            "--steps",
+            "3",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "speed-up" in result.output and "conv11" in result.output

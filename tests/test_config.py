@@ -18,7 +18,10 @@ def test_unknown_key_names_key_and_allowed_keys():
 
 
 def test_unknown_top_level_key():
-    with pytest.raises(ConfigError, match=r"unknown key 'atacks' \(allowed: name, seed, data, model, train, cuts, attacks, audit\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'atacks' \(allowed: name, seed, data, model, train, cuts, attacks, defenses, audit\)",
+    ):
         parse_spec({"atacks": []})
 
 
@@ -76,3 +79,24 @@ def test_shipped_configs_are_valid():
     assert configs
     for path in configs:
         assert isinstance(load_spec(path), ExperimentSpec)
+
+
+def test_defense_sweep_is_validated_before_anything_runs():
+    spec = parse_spec({"defenses": [{"name": "gaussian-noise", "strengths": [0, 0.5], "options": {"where": "input"}}]})
+    assert spec.defenses[0].display_name == "gaussian-noise" and spec.defenses[0].strengths == [0, 0.5]
+    with pytest.raises(ConfigError, match=r"defense 'nopeek' has no option 'wehre'"):
+        parse_spec({"defenses": [{"name": "nopeek", "strengths": [1], "options": {"wehre": 1}}]})
+    with pytest.raises(ConfigError, match=r"defenses\.0\.strengths: strengths must be >= 0"):
+        parse_spec({"defenses": [{"name": "nopeek", "strengths": [-1]}]})
+    with pytest.raises(ConfigError, match=r"unknown key 'defenses\.0\.strength' \(allowed: name, label, strengths"):
+        parse_spec({"defenses": [{"name": "nopeek", "strength": 1}]})
+    with pytest.raises(UnknownNameError, match="unknown defense 'peek'"):
+        parse_spec({"defenses": [{"name": "peek", "strengths": [1]}]})
+
+
+def test_defense_labels_must_be_distinct():
+    twice = [{"name": "gaussian-noise", "strengths": [1]}, {"name": "gaussian-noise", "strengths": [2]}]
+    with pytest.raises(ConfigError, match="used twice.*distinct `label`"):
+        parse_spec({"defenses": twice})
+    twice[1]["label"] = "gaussian-noise-2"
+    assert [d.display_name for d in parse_spec({"defenses": twice}).defenses] == ["gaussian-noise", "gaussian-noise-2"]

@@ -10,6 +10,8 @@ def test_every_exported_name_resolves():
 
 
 def test_import_is_light_and_side_effect_free():
-    code = "import sys, splitveil; print(sorted(m for m in ('torch', 'torchmetrics', 'matplotlib') if m in sys.modules))"
+    code = (
+        "import sys, splitveil; print(sorted(m for m in ('torch', 'torchmetrics', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -30,7 +30,7 @@ def test_same_seed_gives_identical_weights_and_leaves_global_rng_alone(tiny_data
     a, b = _lenet(), _lenet()
     fit(a, tiny_data, FAST, seed=7, progress=False)
     fit(b, tiny_data, FAST, seed=7, progress=False)
-    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(wa, wb), name
     c = _lenet()
     fit(c, tiny_data, FAST, seed=8, progress=False)
@@ -57,7 +57,15 @@ def test_loss_terms_see_the_feature_and_hooks_run(tiny_data):
         def on_epoch_end(self, state, record):
             events.append(("epoch", record.epoch))
 
-    fit(split, tiny_data, TrainConfig(epochs=1, batch_size=32), seed=0, loss_terms=[feature_penalty], hooks=[Recorder()], progress=False)
+    fit(
+        split,
+        tiny_data,
+        TrainConfig(epochs=1, batch_size=32),
+        seed=0,
+        loss_terms=[feature_penalty],
+        hooks=[Recorder()],
+        progress=False,
+    )
     assert seen_shapes == [(6, 6, 6)] * 3
     assert events == ["start", ("step", True, False), ("step", True, False), ("step", True, False), ("epoch", 1)]
 
@@ -75,8 +83,22 @@ def test_second_identical_run_is_served_from_cache(tiny_data, cache):
     second = train_or_load(spec, cache=cache, data=tiny_data, progress=False)
     assert not first.from_cache and second.from_cache
     assert first.checkpoint == second.checkpoint
-    for wa, wb in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+    for wa, wb in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
         assert torch.equal(wa, wb)
     assert second.metadata["seed"] == 4 and "torch" in second.metadata["versions"]
     other = parse_spec({"model": {"name": "lenet"}, "train": {"epochs": 1, "batch_size": 32}, "seed": 5})
     assert not train_or_load(other, cache=cache, data=tiny_data, progress=False).from_cache
+
+
+def test_keep_last_keeps_the_last_epoch_and_ignores_patience(tiny_data):
+    class Snapshot(TrainHook):
+        def on_epoch_end(self, state, record):
+            self.weights = {k: v.clone() for k, v in state.model.state_dict().items()}
+
+    snapshot = Snapshot()
+    config = TrainConfig(epochs=4, batch_size=32, lr=1e-2, patience=1)
+    model = _lenet()
+    result = fit(model, tiny_data, config, seed=0, hooks=[snapshot], keep="last", progress=False)
+    assert len(result.history) == 4
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, snapshot.weights[name]), name

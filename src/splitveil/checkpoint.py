@@ -70,7 +70,9 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint metadata at {path}; train the model first (splitveil train)") from None
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"checkpoint metadata {path} is corrupt ({exc}); delete the directory and retrain") from None
+        raise CheckpointError(
+            f"checkpoint metadata {path} is corrupt ({exc}); delete the directory and retrain"
+        ) from None
 
 
 def load_weights(directory: str | Path, model: nn.Module) -> nn.Module:
@@ -103,7 +105,7 @@ class CheckpointCache:
     root: Path
 
     @classmethod
-    def default(cls) -> "CheckpointCache":
+    def default(cls) -> CheckpointCache:
         """``$SPLITVEIL_CACHE`` if set, else ``~/.cache/splitveil/checkpoints``."""
         root = os.environ.get("SPLITVEIL_CACHE") or Path.home() / ".cache" / "splitveil"
         return cls(Path(root) / "checkpoints")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,6 +26,7 @@ def _console() -> Console:
     """Stdout console; piped output gets a wide fixed width so tables are never wrapped."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
+
 
 InputShape = Annotated[str, typer.Option(help="Input shape C,H,W used for costs, e.g. 1,28,28 or 3,32,32.")]
 
@@ -89,31 +90,43 @@ def datasets() -> None:
 
 @app.command()
 def train(
-    spec: Annotated[Optional[Path], typer.Argument(help="YAML experiment spec (e.g. configs/quick.yaml).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Zoo model name; overrides the spec.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset name; overrides the spec.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs; overrides the spec.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; overrides the spec.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Cap every data split at this many samples.")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="Directory holding the dataset's files.")] = None,
-    out: Annotated[Path, typer.Option(help="Directory for the checkpoint, metrics and resolved spec.")] = Path("runs/train"),
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint cache (default $SPLITVEIL_CACHE or ~/.cache/splitveil).")] = None,
+    spec: Annotated[Path | None, typer.Argument(help="YAML experiment spec (e.g. configs/quick.yaml).")] = None,
+    model: Annotated[str | None, typer.Option(help="Zoo model name; overrides the spec.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name; overrides the spec.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs; overrides the spec.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; overrides the spec.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Cap every data split at this many samples.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Directory holding the dataset's files.")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for the checkpoint, metrics and resolved spec.")] = Path(
+        "runs/train"
+    ),
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoint cache (default $SPLITVEIL_CACHE or ~/.cache/splitveil).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a model (or reuse the cached checkpoint of an identical config) and save it to OUT."""
     from splitveil.checkpoint import save_checkpoint
-    from splitveil.config import load_spec, parse_spec, apply_overrides, write_resolved
+    from splitveil.config import apply_overrides, load_spec, parse_spec, write_resolved
     from splitveil.experiment import train_or_load
 
-    overrides = {"model.name": model, "data.name": dataset, "train.epochs": epochs, "seed": seed,
-                 "data.limit": limit, "data.data_dir": data_dir}
+    overrides = {
+        "model.name": model,
+        "data.name": dataset,
+        "train.epochs": epochs,
+        "seed": seed,
+        "data.limit": limit,
+        "data.data_dir": data_dir,
+    }
     resolved = load_spec(spec, overrides) if spec else parse_spec(apply_overrides({}, overrides), source="options")
     trained = train_or_load(resolved, cache=_cache(cache_dir), progress=progress)
     save_checkpoint(out, trained.model, trained.metadata)
     write_resolved(resolved, out)
     (out / "metrics.json").write_text(json.dumps(trained.metadata["metrics"], indent=2))
     origin = "from cache" if trained.from_cache else f"trained in {trained.metadata['metrics']['train_seconds']} s"
-    typer.echo(f"{resolved.model.name} on {resolved.data.name}: test accuracy {trained.test_accuracy:.4f} ({origin}); saved to {out}")
+    typer.echo(
+        f"{resolved.model.name} on {resolved.data.name}: test accuracy {trained.test_accuracy:.4f} ({origin}); saved to {out}"
+    )
 
 
 bench_app = typer.Typer(help="Run model x cut x attack benchmarks and build their reports.", no_args_is_help=True)
@@ -124,8 +137,10 @@ app.add_typer(bench_app, name="bench")
 def bench_run(
     spec: Annotated[Path, typer.Argument(help="YAML bench spec (e.g. configs/quick.yaml).")],
     out: Annotated[Path, typer.Option(help="Run directory: results.jsonl, report.html, reconstructions.")],
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint cache (default $SPLITVEIL_CACHE or ~/.cache/splitveil).")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="Directory holding the dataset's files.")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoint cache (default $SPLITVEIL_CACHE or ~/.cache/splitveil).")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Directory holding the dataset's files.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run every cell of SPEC not already in OUT, then write OUT/report.html."""
@@ -149,9 +164,9 @@ def bench_rmle_batching(
     spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],
     cuts: Annotated[list[str], typer.Option("--cut", help="Cut(s) to time (repeatable).")],
     images: Annotated[int, typer.Option(help="Number of test images inverted.")] = 16,
-    steps: Annotated[Optional[int], typer.Option(help="rMLE steps (default: the depth preset).")] = None,
+    steps: Annotated[int | None, typer.Option(help="rMLE steps (default: the depth preset).")] = None,
     repeats: Annotated[int, typer.Option(help="Alternating repeats; the best of each side is kept.")] = 1,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint cache.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
 ) -> None:
     """Time rMLE on IMAGES targets batched and one image at a time, side by side."""
     from splitveil.bench.timing import time_rmle_batching
@@ -164,8 +179,14 @@ def bench_rmle_batching(
     table = Table("cut", "images", "steps", "batched s/image", "one-at-a-time s/image", "speed-up")
     for cut_name in cuts:
         timing = time_rmle_batching(cut(trained.model, at=cut_name).eval(), targets, steps=steps, repeats=repeats)
-        table.add_row(cut_name, str(timing.images), str(timing.steps), f"{timing.batched_per_image:.3f}",
-                      f"{timing.looped_per_image:.3f}", f"{timing.speedup:.1f}x")
+        table.add_row(
+            cut_name,
+            str(timing.images),
+            str(timing.steps),
+            f"{timing.batched_per_image:.3f}",
+            f"{timing.looped_per_image:.3f}",
+            f"{timing.speedup:.1f}x",
+        )
     _console().print(table)
 
 
@@ -174,10 +195,12 @@ def attack(
     spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],
     cut_name: Annotated[str, typer.Option("--cut", help="Cut point to attack (see `splitveil profile MODEL`).")],
     attack_name: Annotated[str, typer.Option("--attack", help="Attack name: rmle, inverse-network, ...")],
-    option: Annotated[Optional[list[str]], typer.Option("--set", help="Attack option KEY=VALUE (repeatable).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--set", help="Attack option KEY=VALUE (repeatable).")] = None,
     targets: Annotated[int, typer.Option(help="Number of test images to reconstruct.")] = 16,
-    out: Annotated[Path, typer.Option(help="PNG file for the grid of originals and reconstructions.")] = Path("attack.png"),
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint cache.")] = None,
+    out: Annotated[Path, typer.Option(help="PNG file for the grid of originals and reconstructions.")] = Path(
+        "attack.png"
+    ),
+    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run one attack on one cut of the spec's (cached) model and save the reconstruction grid."""
@@ -195,11 +218,15 @@ def attack(
     trained = train_or_load(resolved, cache=_cache(cache_dir), data=data, progress=progress)
     split = cut(trained.model, at=cut_name).eval()
     chosen = trained.data.test.take(targets)
-    outcome = run_attack(split, attack_spec, data=trained.data, targets=chosen, evaluator=None, seed=resolved.seed, progress=progress)
+    outcome = run_attack(
+        split, attack_spec, data=trained.data, targets=chosen, evaluator=None, seed=resolved.seed, progress=progress
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(reconstruction_grid(chosen.images[:8], {attack_name: outcome.reconstruction[:8]}))
-    typer.echo(f"{attack_name} at {cut_name}: SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, "
-               f"MSE {outcome.mse:.4f} ({outcome.seconds:.1f} s); grid: {out}")
+    typer.echo(
+        f"{attack_name} at {cut_name}: SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, "
+        f"MSE {outcome.mse:.4f} ({outcome.seconds:.1f} s); grid: {out}"
+    )
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, object]:
@@ -215,7 +242,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, object]:
     return parsed
 
 
-def _cache(cache_dir: Optional[Path]):
+def _cache(cache_dir: Path | None):
     from splitveil.checkpoint import CheckpointCache
 
     return CheckpointCache(cache_dir / "checkpoints") if cache_dir else CheckpointCache.default()
@@ -225,8 +252,15 @@ def _cost_table(cuts: list[dict[str, object]]) -> Table:
     table = Table("cut", "feature shape", "bytes/sample", "edge FLOPs", "cloud FLOPs", "edge params", "cloud params")
     for row in cuts:
         shape = "x".join(str(d) for d in row["feature_shape"])  # type: ignore[attr-defined]
-        table.add_row(str(row["cut"]), shape, f"{row['feature_bytes']:,}", f"{row['edge_flops']:,}",
-                      f"{row['cloud_flops']:,}", f"{row['edge_params']:,}", f"{row['cloud_params']:,}")
+        table.add_row(
+            str(row["cut"]),
+            shape,
+            f"{row['feature_bytes']:,}",
+            f"{row['edge_flops']:,}",
+            f"{row['cloud_flops']:,}",
+            f"{row['edge_params']:,}",
+            f"{row['cloud_params']:,}",
+        )
     return table
 
 

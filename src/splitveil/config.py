@@ -7,10 +7,10 @@ lists the allowed ones instead of being silently ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from splitveil.errors import ConfigError
 
@@ -84,6 +84,51 @@ class AttackSpec(_Strict):
         return name
 
 
+class DefenseSpec(_Strict):
+    """One defense of the sweep: every strength is a cell at every cut, against every attack.
+
+    Defenses that need training (``requires_training``, or ``retrain: true`` for an inference-time
+    defense such as noise) start from the undefended model's weights (``init: pretrained``) or from
+    scratch, and train ``epochs`` epochs with the defense's loss terms, keeping the last epoch:
+    choosing the best validation epoch would favour the least-defended weights.
+    """
+
+    name: str
+    label: str | None = Field(default=None, description="name in results and the report (default: name)")
+    strengths: list[float] = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    retrain: bool | None = Field(default=None, description="train with the defense (default: if it needs it)")
+    init: Literal["pretrained", "scratch"] = "pretrained"
+    epochs: int | None = Field(default=None, ge=1, description="training epochs (default: train.epochs)")
+
+    @field_validator("name")
+    @classmethod
+    def _known_defense(cls, name: str) -> str:
+        from splitveil.defenses import DEFENSES
+
+        DEFENSES.get(name)
+        return name
+
+    @field_validator("strengths")
+    @classmethod
+    def _non_negative(cls, strengths: list[float]) -> list[float]:
+        if any(not strength >= 0 for strength in strengths):
+            raise ValueError(f"strengths must be >= 0, got {strengths}")
+        return strengths
+
+    @model_validator(mode="after")
+    def _options_build(self) -> DefenseSpec:
+        from splitveil.defenses import create_defense
+
+        for strength in self.strengths:  # every option and strength is checked before anything runs
+            create_defense(self.name, strength=strength, **self.options)
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
+
+
 class MineSpec(_Strict):
     """How mutual information I(x; z) is estimated (MINE)."""
 
@@ -120,7 +165,19 @@ class ExperimentSpec(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     cuts: list[str] = Field(default_factory=list)
     attacks: list[AttackSpec] = Field(default_factory=list)
+    defenses: list[DefenseSpec] = Field(default_factory=list)
     audit: AuditSpec = Field(default_factory=AuditSpec)
+
+    @model_validator(mode="after")
+    def _distinct_defense_labels(self) -> ExperimentSpec:
+        labels = [defense.display_name for defense in self.defenses]
+        for label in labels:
+            if label == "none" or labels.count(label) > 1:
+                raise ValueError(
+                    f"defense label {label!r} is {'reserved' if label == 'none' else 'used twice'}; "
+                    "give each defense entry a distinct `label` (e.g. gaussian-noise-input)"
+                )
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -142,7 +199,9 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Expe
     """Read a YAML spec, apply dotted ``overrides`` (``{"train.epochs": 3}``), validate it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"spec file {str(path)!r} does not exist; pass the path of a YAML spec such as configs/quick.yaml")
+        raise ConfigError(
+            f"spec file {str(path)!r} does not exist; pass the path of a YAML spec such as configs/quick.yaml"
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -194,8 +253,12 @@ def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> st
 def _allowed_keys(root: type[BaseModel], parents: tuple[Any, ...]) -> list[str]:
     model: Any = root
     for part in parents:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if isinstance(part, int):  # an index into a list of sub-specs, such as defenses.0
+            continue
+        field = model.model_fields.get(part)
         annotation = field.annotation if field is not None else None
+        if get_origin(annotation) is list:
+            (annotation,) = get_args(annotation)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation

@@ -71,9 +71,7 @@ def profile_split(split: SplitModel, input_shape: tuple[int, ...]) -> CostProfil
         split.train(was_training)
 
 
-def profile_cuts(
-    model: nn.Module, input_shape: tuple[int, ...], cuts: list[str] | None = None
-) -> list[CostProfile]:
+def profile_cuts(model: nn.Module, input_shape: tuple[int, ...], cuts: list[str] | None = None) -> list[CostProfile]:
     """Profile every declared cut of ``model`` (or the given ``cuts``), shallowest first."""
     names = cuts if cuts is not None else list(cut_aliases(model))
     return [profile_split(cut(model, at=name), input_shape) for name in names]

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import fx, nn
 
 from splitveil.errors import InvalidCutError
+
+if TYPE_CHECKING:  # profile imports this module, so the real import waits until profile() runs
+    from splitveil.profile import CostProfile
 
 #: Node kinds that carry tensors computed from the input (placeholders and outputs excluded).
 _COMPUTE_OPS = frozenset({"call_module", "call_function", "call_method"})
@@ -51,7 +55,7 @@ class SplitModel(nn.Module):
         z = self.edge(x)
         return z, self.cloud(z)
 
-    def profile(self, input_shape: tuple[int, ...]) -> "CostProfile":
+    def profile(self, input_shape: tuple[int, ...]) -> CostProfile:
         """Edge/cloud FLOPs and parameters, and the feature's shape and bytes, per sample."""
         from splitveil.profile import profile_split
 
@@ -106,15 +110,12 @@ def cut(model: nn.Module, at: str) -> SplitModel:
     target_name = cut_aliases(model).get(at, at)
     node = _find_node(graph, target_name)
     if node is None:
-        raise InvalidCutError(
-            f"unknown cut {at!r} for {type(model).__name__}; valid cuts: {_cut_menu(model)}"
-        )
+        raise InvalidCutError(f"unknown cut {at!r} for {type(model).__name__}; valid cuts: {_cut_menu(model)}")
     plan = _plan_or_none(graph, node)
     if plan is None:
         crossing = ", ".join(_node_label(n) for n in _crossing_nodes(graph, node))
         raise InvalidCutError(
-            f"cut {at!r} is invalid: more than one tensor would cross it ({crossing}); "
-            f"valid cuts: {_cut_menu(model)}"
+            f"cut {at!r} is invalid: more than one tensor would cross it ({crossing}); valid cuts: {_cut_menu(model)}"
         )
     edge = _build_half(graph_module, plan.edge_nodes, inputs=None, output=node)
     cloud = _build_half(graph_module, plan.cloud_nodes, inputs=node, output=None)

@@ -11,7 +11,7 @@ import copy
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,7 @@ class TrainHook:
     def after_step(self, state: TrainState, batch: Batch, z: torch.Tensor | None) -> None:
         """Called after every optimiser step, with the batch and its (detached) feature."""
 
-    def on_epoch_end(self, state: TrainState, record: "EpochRecord") -> None:
+    def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
         """Called after each epoch's evaluation."""
 
 
@@ -93,9 +93,7 @@ class TrainResult:
         }
 
 
-def iterate_batches(
-    data: ImageSet, batch_size: int, *, generator: torch.Generator | None = None
-) -> Iterator[Batch]:
+def iterate_batches(data: ImageSet, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[Batch]:
     """Mini-batches of ``data``, shuffled with ``generator`` if given, in order otherwise."""
     order = torch.randperm(len(data), generator=generator) if generator is not None else torch.arange(len(data))
     for start in range(0, len(data), batch_size):
@@ -126,13 +124,16 @@ def fit(
     seed: int,
     loss_terms: Sequence[LossTerm] = (),
     hooks: Sequence[TrainHook] = (),
+    keep: Literal["best", "last"] = "best",
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``data.train`` with cross-entropy plus ``loss_terms``.
 
-    After every epoch the model is evaluated on ``data.val``; the best epoch's weights are kept and
-    restored at the end (with ``config.patience``, training stops early when the validation accuracy
-    has not improved for that many epochs). Test accuracy is measured once, on the restored model.
+    After every epoch the model is evaluated on ``data.val``; with ``keep="best"`` the best epoch's
+    weights are restored at the end (with ``config.patience``, training stops early when the
+    validation accuracy has not improved for that many epochs). ``keep="last"`` keeps the last
+    epoch's weights and runs every epoch: a defense trades accuracy for privacy, and picking the
+    most accurate epoch would pick the least defended one. Test accuracy is measured once, at the end.
     """
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -152,9 +153,10 @@ def fit(
                 hook.on_epoch_end(state, record)
             if record.val_accuracy > best_accuracy:
                 best_state, best_epoch, best_accuracy = copy.deepcopy(model.state_dict()), epoch, record.val_accuracy
-            elif config.patience is not None and epoch - best_epoch >= config.patience:
+            elif keep == "best" and config.patience is not None and epoch - best_epoch >= config.patience:
                 break
-        model.load_state_dict(best_state)
+        if keep == "best":
+            model.load_state_dict(best_state)
     test = evaluate(model, data.test, batch_size=config.eval_batch_size)
     return TrainResult(
         model=model,

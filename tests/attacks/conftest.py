@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import pytest
 import torch
@@ -16,16 +16,6 @@ from splitveil.split import SplitModel, cut
 
 INPUT_SHAPE = (1, 12, 12)
 NUM_CLASSES = 3
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Run on one intra-op thread: these tensors are tiny, and when another job competes for the two
-    cores, OpenMP threads waiting for each other make every op tens of times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def smooth_images(count: int, shape: tuple[int, int, int] = INPUT_SHAPE, *, seed: int = 0) -> torch.Tensor:
@@ -78,3 +68,8 @@ def assert_unchanged(module: nn.Module, before: dict[str, torch.Tensor]) -> None
     for name, value in before.items():
         assert torch.equal(after[name], value), f"{name} changed"
     assert all(p.grad is None for p in module.parameters()), "gradients were accumulated on the module"
+
+
+@pytest.fixture(autouse=True)
+def _on_one_thread(one_thread: None) -> None:
+    """Every test here trains or optimises tiny tensors; see the root conftest's ``one_thread``."""

@@ -66,8 +66,16 @@ def test_a_shallow_conv_edge_is_inverted_well():
 
 
 @pytest.mark.parametrize(
-    ("at", "depth"), [("conv11", "shallow"), ("relu12", "shallow"), ("pool1", "middle"), ("relu22", "middle"),
-                      ("pool2", "deep"), ("relu32", "deep"), ("fc1", "deep")]
+    ("at", "depth"),
+    [
+        ("conv11", "shallow"),
+        ("relu12", "shallow"),
+        ("pool1", "middle"),
+        ("relu22", "middle"),
+        ("pool2", "deep"),
+        ("relu32", "deep"),
+        ("fc1", "deep"),
+    ],
 )
 def test_auto_preset_follows_the_feature_downsampling(at, depth):
     split = tiny_split(at, shape=(1, 28, 28))

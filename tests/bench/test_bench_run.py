@@ -74,3 +74,29 @@ def test_rerun_skips_finished_cells_and_report_rebuilds(bench_dir):
 def test_report_of_an_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(SplitveilError, match="no results.*bench run"):
         build_report(tmp_path)
+
+
+DEFENDED_SPEC = {
+    **SPEC,
+    "cuts": ["relu22"],
+    "attacks": [{"name": "inverse-network", "options": {"epochs": 1}}],
+    "defenses": [
+        {"name": "gaussian-noise", "strengths": [0, 0.5, 4.0]},
+        {"name": "nopeek", "strengths": [1.0], "epochs": 1},
+    ],
+    "audit": {**SPEC["audit"], "evaluator": {"enabled": False}},
+}
+
+
+def test_defense_sweep_gives_a_cell_per_strength_and_a_frontier(tmp_path):
+    from splitveil.checkpoint import CheckpointCache
+
+    rows = run_bench(parse_spec(DEFENDED_SPEC), tmp_path / "run", cache=CheckpointCache(tmp_path / "c"), progress=False)
+    cells = {(r.defense, r.strength): r for r in rows}
+    # Strength 0 is the identity, so it is the undefended cell and not run twice.
+    assert set(cells) == {("none", 0.0), ("gaussian-noise", 0.5), ("gaussian-noise", 4.0), ("nopeek", 1.0)}
+    assert cells[("gaussian-noise", 4.0)].accuracy < cells[("none", 0.0)].accuracy
+    assert cells[("gaussian-noise", 4.0)].mi < cells[("none", 0.0)].mi
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Privacy-utility frontiers" in html and 'alt="frontier at relu22"' in html
+    assert "relu22 · nopeek 1" in html  # a reconstruction grid per defense and strength

@@ -70,9 +70,7 @@ def test_real_deterministic_and_seed_sensitive(real):
 @needs_real_data
 def test_real_limit_caps_every_split():
     small = load_dataset("fashion-mnist", limit=64, aux_fraction=0.3, val_fraction=0.1)
-    assert {role: len(s) for role, s in small.as_dict().items()} == dict.fromkeys(
-        ("train", "val", "test", "aux"), 64
-    )
+    assert {role: len(s) for role, s in small.as_dict().items()} == dict.fromkeys(("train", "val", "test", "aux"), 64)
     assert_disjoint(small)
 
 
@@ -80,7 +78,10 @@ def test_synthetic_data_dir(tmp_path, make_fashion_dir):
     directory = make_fashion_dir(tmp_path / "fm", n_train=30, n_test=12)
     splits = load_dataset("fashion-mnist", data_dir=directory, seed=5)
     assert {role: len(s) for role, s in splits.as_dict().items()} == {
-        "train": 22, "val": 2, "test": 12, "aux": 6,
+        "train": 22,
+        "val": 2,
+        "test": 12,
+        "aux": 6,
     }
     assert_disjoint(splits)
     # each synthetic image's pixels equal its row number, so images follow their source rows

@@ -24,7 +24,7 @@ def _skimage_ssim(x_hat: torch.Tensor, x: torch.Tensor) -> list[float]:
             sigma=1.5,
             use_sample_covariance=False,
         )
-        for a, b in zip(x_hat, x)
+        for a, b in zip(x_hat, x, strict=True)
     ]
 
 

@@ -71,7 +71,7 @@ class AttackerView:
         *,
         input_shape: tuple[int, int, int],
         aux: ImageSet | None = None,
-    ) -> "AttackerView":
+    ) -> AttackerView:
         """A view of the deployed ``split`` that grants ``capabilities`` and nothing more."""
         capabilities = frozenset(capabilities)
         deployed_edge = split.edge
@@ -131,7 +131,7 @@ class Attack(ABC):
             )
         self.view = view
 
-    def fit(self) -> "Attack":
+    def fit(self) -> Attack:
         """Prepare the attack (train a decoder, a shadow model...). Default: nothing to prepare."""
         return self
 

@@ -48,9 +48,7 @@ class ResizeTo(nn.Module):
         return f"size={self.size}"
 
 
-def build_decoder(
-    feature_shape: Sequence[int], input_shape: Sequence[int], *, width: int = 64
-) -> nn.Sequential:
+def build_decoder(feature_shape: Sequence[int], input_shape: Sequence[int], *, width: int = 64) -> nn.Sequential:
     """A decoder mapping ``[N, *feature_shape]`` features to ``[N, *input_shape]`` images in [0, 1].
 
     ``width`` is the channel count of the first stage (and of the flat path's small map).

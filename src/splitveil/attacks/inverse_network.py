@@ -58,7 +58,7 @@ class _QueryDecoderAttack(Attack):
     def query_images(self) -> torch.Tensor:
         """The attacker's chosen inputs, ``[Q, *input_shape]`` in [0, 1]."""
 
-    def fit(self) -> "_QueryDecoderAttack":
+    def fit(self) -> _QueryDecoderAttack:
         images = self.query_images()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)  # noise defenses in the edge draw from the global generator
@@ -101,12 +101,10 @@ class InverseNetworkAttack(_QueryDecoderAttack):
         progress: bool = True,
         epochs: int = 20,
         batch_size: int = 64,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         width: int = 64,
     ) -> None:
-        super().__init__(
-            view, seed=seed, progress=progress, epochs=epochs, batch_size=batch_size, lr=lr, width=width
-        )
+        super().__init__(view, seed=seed, progress=progress, epochs=epochs, batch_size=batch_size, lr=lr, width=width)
 
     def query_images(self) -> torch.Tensor:
         return self.view.aux.images
@@ -127,12 +125,10 @@ class NoiseQueryInverseNetworkAttack(_QueryDecoderAttack):
         num_queries: int = 4096,
         epochs: int = 20,
         batch_size: int = 64,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         width: int = 64,
     ) -> None:
-        super().__init__(
-            view, seed=seed, progress=progress, epochs=epochs, batch_size=batch_size, lr=lr, width=width
-        )
+        super().__init__(view, seed=seed, progress=progress, epochs=epochs, batch_size=batch_size, lr=lr, width=width)
         check_positive(num_queries=num_queries)
         self.num_queries = num_queries
 

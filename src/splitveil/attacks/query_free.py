@@ -68,7 +68,7 @@ class QueryFreeAttack(Attack):
         self.shadow: nn.Module | None = None
         self.history: list[float] = []  # mean cross-entropy of the cloud through the shadow, per epoch
 
-    def fit(self) -> "QueryFreeAttack":
+    def fit(self) -> QueryFreeAttack:
         architecture = self.view.edge_architecture
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

@@ -38,7 +38,5 @@ def create_attack(name: str, view: AttackerView, **options: Any) -> Attack:
         if option not in valid:
             close = difflib.get_close_matches(option, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"attack {name!r} has no option {option!r}; valid options: {', '.join(valid)}.{hint}"
-            )
+            raise ConfigError(f"attack {name!r} has no option {option!r}; valid options: {', '.join(valid)}.{hint}")
     return ATTACKS.get(name)(view, **options)

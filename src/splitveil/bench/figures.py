@@ -10,6 +10,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from splitveil.bench.frontier import FrontierPoint
 from splitveil.bench.results import ResultRow
 
 
@@ -45,12 +46,13 @@ def reconstruction_grid(original: torch.Tensor, rows: Mapping[str, torch.Tensor]
 
 
 def metric_by_depth(rows: Sequence[ResultRow], metric: str, *, label: str) -> bytes:
-    """``metric`` against cut depth, one line per attack (MI is one line: it does not depend on the attack)."""
+    """``metric`` of the undefended splits against cut depth, one line per attack (MI is one line: it
+    does not depend on the attack)."""
     series: dict[str, dict[int, float]] = defaultdict(dict)
     names: dict[int, str] = {}
     for row in rows:
         value = getattr(row, metric)
-        if value is None:
+        if value is None or row.defense != "none":
             continue
         key = "I(x; z)" if metric == "mi" else row.attack
         series[key][row.cut_index] = float(value)
@@ -67,4 +69,40 @@ def metric_by_depth(rows: Sequence[ResultRow], metric: str, *, label: str) -> by
     axis.grid(alpha=0.3)
     if series:
         axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def frontier_plot(points: Sequence[FrontierPoint], cut: str) -> bytes:
+    """Accuracy against the strongest attack's SSIM at ``cut``: one line per defense through its
+    strengths, the undefended split as a star. Down-left of the star is what a defense buys."""
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
+    by_defense: dict[str, list[FrontierPoint]] = defaultdict(list)
+    for point in points:
+        if point.cut == cut:
+            by_defense[point.defense].append(point)
+    for defense, series in sorted(by_defense.items()):
+        if defense == "none":
+            continue
+        series.sort(key=lambda p: p.strength)
+        axis.plot([p.max_ssim for p in series], [100 * p.accuracy for p in series], marker="o", label=defense)
+        for p in series:
+            axis.annotate(
+                f"{p.strength:g}",
+                (p.max_ssim, 100 * p.accuracy),
+                fontsize=7,
+                alpha=0.7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    for p in by_defense.get("none", []):
+        axis.plot(
+            [p.max_ssim], [100 * p.accuracy], marker="*", markersize=14, color="black", linestyle="", label="undefended"
+        )
+    axis.axvline(0.3, color="grey", linestyle=":", linewidth=1)
+    axis.set_xlabel("strongest attack's SSIM (lower = more private)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title(f"privacy-utility frontier at {cut}", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
     return _png(figure)

@@ -9,14 +9,30 @@ from pathlib import Path
 import jinja2
 from safetensors.torch import load_file
 
-from splitveil.bench.figures import metric_by_depth, reconstruction_grid
+from splitveil.bench.figures import frontier_plot, metric_by_depth, reconstruction_grid
+from splitveil.bench.frontier import best_under_accuracy_loss, frontier_points
 from splitveil.bench.results import ResultRow, read_rows
 from splitveil.errors import SplitveilError
 
 REPORT_FILE = "report.html"
+#: The summary's accuracy-loss budget (a fraction): the issues judge defenses at 3 points.
+ACCURACY_LOSS_BUDGET = 0.03
 TABLE_COLUMNS = (
-    "cut", "defense", "strength", "attack", "accuracy", "ssim", "psnr", "mse", "mi",
-    "privacy_accuracy", "evaluator_accuracy", "edge_flops", "edge_params", "feature_bytes", "seconds",
+    "cut",
+    "defense",
+    "strength",
+    "attack",
+    "accuracy",
+    "ssim",
+    "psnr",
+    "mse",
+    "mi",
+    "privacy_accuracy",
+    "evaluator_accuracy",
+    "edge_flops",
+    "edge_params",
+    "feature_bytes",
+    "seconds",
 )
 
 
@@ -60,6 +76,9 @@ def build_report(directory: str | Path) -> Path:
     if not rows:
         raise SplitveilError(f"no results in {directory}; run `splitveil bench run SPEC --out {directory}` first")
     spec_path = directory / "spec.resolved.yaml"
+    points = frontier_points(rows)
+    undefended_cuts = {p.cut for p in points if p.defense == "none"}
+    defended_cuts = list(dict.fromkeys(p.cut for p in points if p.defense != "none"))
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("splitveil.bench", "templates"), autoescape=jinja2.select_autoescape()
     )
@@ -71,6 +90,12 @@ def build_report(directory: str | Path) -> Path:
         ssim_plot=_data_uri(metric_by_depth(rows, "ssim", label="SSIM (higher = more leakage)")),
         mi_plot=_data_uri(metric_by_depth(rows, "mi", label="MINE I(x; z), nats")),
         grids=_grids(directory, rows),
+        frontier=points if len(points) > len(undefended_cuts) else [],
+        frontier_plots=[
+            {"cut": cut_name, "image": _data_uri(frontier_plot(points, cut_name))} for cut_name in defended_cuts
+        ],
+        best=best_under_accuracy_loss(points, max_loss=ACCURACY_LOSS_BUDGET),
+        accuracy_loss_budget=ACCURACY_LOSS_BUDGET,
         spec=spec_path.read_text() if spec_path.is_file() else "(spec.resolved.yaml missing)",
     )
     path = directory / "report.html"

@@ -1,4 +1,4 @@
-"""``splitveil bench run``: model × cuts × attacks, one result row per cell, then the report.
+"""``splitveil bench run``: model × cuts × defenses × strengths × attacks, one row per cell, then the report.
 
 Cells whose rows are already in ``results.jsonl`` are skipped, so re-running a spec (or resuming a
 killed run) finishes the missing cells only. The trained model comes from the checkpoint cache.
@@ -15,14 +15,14 @@ from splitveil.bench.audit import feature_mutual_information, run_attack
 from splitveil.bench.report import build_report
 from splitveil.bench.results import ResultRow, append_row, cell_id, read_rows
 from splitveil.checkpoint import CheckpointCache
-from splitveil.config import ExperimentSpec, write_resolved
+from splitveil.config import DefenseSpec, ExperimentSpec, write_resolved
 from splitveil.data import load_dataset
+from splitveil.deploy import deploy
 from splitveil.experiment import check_cuts, train_or_load
 from splitveil.metrics import privacy_accuracy, train_evaluation_classifier
-from splitveil.split import cut, cut_aliases
+from splitveil.split import cut_aliases
 
 RECONSTRUCTIONS_DIR = "reconstructions"
-UNDEFENDED = ("none", 0.0)
 
 
 def run_bench(
@@ -47,56 +47,71 @@ def run_bench(
             data, model=spec.audit.evaluator.model, epochs=spec.audit.evaluator.epochs, seed=spec.seed
         )
     evaluator_accuracy = None if evaluator is None else privacy_accuracy(evaluator, targets.images, targets.labels)
-    defense, strength = UNDEFENDED
     for cut_name in cuts:
-        pending = [a for a in spec.attacks if _cell(spec, cut_name, a.name) not in finished]
-        if not pending:
-            continue
-        split = cut(model, at=cut_name).eval()
-        profile = split.profile(data.input_shape)
-        mi_images = data.test.take(spec.audit.mine.samples).images
-        mi = feature_mutual_information(split, mi_images, spec.audit.mine, seed=spec.seed)
-        for attack in pending:
-            outcome = run_attack(
-                split, attack, data=data, targets=targets, evaluator=evaluator, seed=spec.seed, progress=progress
-            )
-            identifier = _cell(spec, cut_name, attack.name)
-            shown = spec.audit.grid_images
-            save_file(
-                {"original": targets.images[:shown].contiguous(), "reconstruction": outcome.reconstruction[:shown].contiguous()},
-                str(out / RECONSTRUCTIONS_DIR / f"{identifier}.safetensors"),
-            )
-            row = ResultRow(
-                model=spec.model.name,
-                dataset=spec.data.name,
-                cut=cut_name,
-                cut_index=depth.get(cut_name, cuts.index(cut_name)),
-                defense=defense,
-                strength=strength,
-                attack=attack.name,
-                seed=spec.seed,
-                accuracy=trained.test_accuracy,
-                ssim=outcome.ssim,
-                psnr=outcome.psnr,
-                mse=outcome.mse,
-                mi=mi,
-                privacy_accuracy=outcome.privacy_accuracy,
-                evaluator_accuracy=evaluator_accuracy,
-                edge_flops=profile.edge_flops,
-                cloud_flops=profile.cloud_flops,
-                edge_params=profile.edge_params,
-                feature_shape=list(profile.feature_shape),
-                feature_bytes=profile.feature_bytes,
-                targets=len(targets),
-                seconds=round(outcome.seconds, 3),
-                reconstruction_file=f"{RECONSTRUCTIONS_DIR}/{identifier}.safetensors",
-            )
-            append_row(out, row)
+        for label, defense_spec, strength in spec_variants(spec):
+            pending = [a for a in spec.attacks if _cell(spec, cut_name, label, strength, a.name) not in finished]
+            if not pending:
+                continue
+            deployed = deploy(spec, trained, cut_name, defense_spec, strength, cache=cache, progress=progress)
+            split = deployed.split
+            profile = split.profile(data.input_shape)
+            mi_images = data.test.take(spec.audit.mine.samples).images
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(spec.seed)  # a noisy edge samples its noise as deployed, reproducibly
+                mi = feature_mutual_information(split, mi_images, spec.audit.mine, seed=spec.seed)
+            for attack in pending:
+                outcome = run_attack(
+                    split, attack, data=data, targets=targets, evaluator=evaluator, seed=spec.seed, progress=progress
+                )
+                identifier = _cell(spec, cut_name, label, strength, attack.name)
+                shown = spec.audit.grid_images
+                save_file(
+                    {
+                        "original": targets.images[:shown].contiguous(),
+                        "reconstruction": outcome.reconstruction[:shown].contiguous(),
+                    },
+                    str(out / RECONSTRUCTIONS_DIR / f"{identifier}.safetensors"),
+                )
+                row = ResultRow(
+                    model=spec.model.name,
+                    dataset=spec.data.name,
+                    cut=cut_name,
+                    cut_index=depth.get(cut_name, cuts.index(cut_name)),
+                    defense=label,
+                    strength=strength,
+                    attack=attack.name,
+                    seed=spec.seed,
+                    accuracy=deployed.accuracy,
+                    ssim=outcome.ssim,
+                    psnr=outcome.psnr,
+                    mse=outcome.mse,
+                    mi=mi,
+                    privacy_accuracy=outcome.privacy_accuracy,
+                    evaluator_accuracy=evaluator_accuracy,
+                    edge_flops=profile.edge_flops,
+                    cloud_flops=profile.cloud_flops,
+                    edge_params=profile.edge_params,
+                    feature_shape=list(profile.feature_shape),
+                    feature_bytes=profile.feature_bytes,
+                    targets=len(targets),
+                    seconds=round(outcome.seconds, 3),
+                    reconstruction_file=f"{RECONSTRUCTIONS_DIR}/{identifier}.safetensors",
+                )
+                append_row(out, row)
     build_report(out)
     return read_rows(out)
 
 
-def _cell(spec: ExperimentSpec, cut_name: str, attack: str) -> str:
-    return cell_id(spec.model.name, spec.data.name, cut_name, *UNDEFENDED, attack)
+def spec_variants(spec: ExperimentSpec) -> list[tuple[str, DefenseSpec | None, float]]:
+    """``(label, defense spec, strength)`` of every defended variant, the undefended split first.
+
+    A strength of 0 is the identity of every defense, so it is the undefended cell and not repeated.
+    """
+    variants: list[tuple[str, DefenseSpec | None, float]] = [("none", None, 0.0)]
+    for defense in spec.defenses:
+        variants += [(defense.display_name, defense, strength) for strength in defense.strengths if strength > 0]
+    return variants
 
 
+def _cell(spec: ExperimentSpec, cut_name: str, defense: str, strength: float, attack: str) -> str:
+    return cell_id(spec.model.name, spec.data.name, cut_name, defense, strength, attack)

@@ -36,8 +36,12 @@ class BatchingTiming:
         return self.looped_seconds / self.batched_seconds
 
     def to_dict(self) -> dict[str, float | int | str]:
-        return {**asdict(self), "batched_per_image": self.batched_per_image,
-                "looped_per_image": self.looped_per_image, "speedup": self.speedup}
+        return {
+            **asdict(self),
+            "batched_per_image": self.batched_per_image,
+            "looped_per_image": self.looped_per_image,
+            "speedup": self.speedup,
+        }
 
 
 def time_rmle_batching(
@@ -46,9 +50,15 @@ def time_rmle_batching(
     """Invert ``images``' features with rMLE batched and one at a time (alternating, best of ``repeats``)."""
     with torch.no_grad():
         z = split.edge(images)
-    settings = resolve_settings("auto", feature_shape=tuple(z.shape[1:]), input_shape=tuple(images.shape[1:]), steps=steps)
-    options = {"input_shape": tuple(images.shape[1:]), "steps": settings.steps, "lr": settings.lr,
-               "tv_weight": settings.tv_weight}
+    settings = resolve_settings(
+        "auto", feature_shape=tuple(z.shape[1:]), input_shape=tuple(images.shape[1:]), steps=steps
+    )
+    options = {
+        "input_shape": tuple(images.shape[1:]),
+        "steps": settings.steps,
+        "lr": settings.lr,
+        "tv_weight": settings.tv_weight,
+    }
     batched, looped = [], []
     for _ in range(repeats):  # alternate so that background load affects both sides alike
         started = time.perf_counter()

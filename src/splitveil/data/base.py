@@ -39,9 +39,7 @@ class ImageSet:
         if self.images.dtype != torch.float32:
             raise ValueError(f"ImageSet images must be float32, got {self.images.dtype}")
         if self.images.ndim != 4:
-            raise ValueError(
-                f"ImageSet images must be [N, C, H, W], got shape {tuple(self.images.shape)}"
-            )
+            raise ValueError(f"ImageSet images must be [N, C, H, W], got shape {tuple(self.images.shape)}")
         if self.labels.dtype != torch.int64 or self.labels.ndim != 1:
             raise ValueError(
                 "ImageSet labels must be a 1-D int64 tensor, got "
@@ -100,19 +98,13 @@ class DatasetSplits:
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.num_classes:
-            raise ValueError(
-                f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes"
-            )
+            raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
         shapes = {role: tuple(s.images.shape[1:]) for role, s in self.as_dict().items()}
         if len(set(shapes.values())) != 1:
             raise ValueError(f"{self.name}: splits disagree on image shape: {shapes}")
         for role, split in self.as_dict().items():
-            if len(split) and (
-                int(split.labels.min()) < 0 or int(split.labels.max()) >= self.num_classes
-            ):
-                raise ValueError(
-                    f"{self.name}: {role} labels fall outside [0, {self.num_classes})"
-                )
+            if len(split) and (int(split.labels.min()) < 0 or int(split.labels.max()) >= self.num_classes):
+                raise ValueError(f"{self.name}: {role} labels fall outside [0, {self.num_classes})")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

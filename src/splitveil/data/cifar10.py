@@ -82,10 +82,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(_field(batch, "data", path))
     labels = np.asarray(_field(batch, "labels", path), dtype=np.int64).reshape(-1)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CHANNELS * SIDE * SIDE:
-        raise ConfigError(
-            f"{path}: data must be uint8 [N, {CHANNELS * SIDE * SIDE}], "
-            f"got {data.dtype} {data.shape}"
-        )
+        raise ConfigError(f"{path}: data must be uint8 [N, {CHANNELS * SIDE * SIDE}], got {data.dtype} {data.shape}")
     if labels.shape[0] != data.shape[0]:
         raise ConfigError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
     if labels.size and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):

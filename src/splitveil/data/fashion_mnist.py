@@ -63,8 +63,7 @@ def read_pool(images_path: Path, labels_path: Path, first_source_index: int) -> 
         )
     if images.shape[0] != labels.shape[0]:
         raise IdxFormatError(
-            f"{images_path} has {images.shape[0]} images but {labels_path} has "
-            f"{labels.shape[0]} labels"
+            f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels"
         )
     if labels.size and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
         raise IdxFormatError(f"{labels_path}: labels must be in 0..{len(CLASS_NAMES) - 1}")

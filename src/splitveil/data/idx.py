@@ -65,9 +65,6 @@ def parse_idx(raw: bytes, *, source: str = "<bytes>") -> np.ndarray:
     actual = len(raw) - header_size
     if actual != expected:
         problem = "truncated" if actual < expected else "has trailing bytes"
-        raise IdxFormatError(
-            f"{source}: IDX file {problem}: shape {shape} needs {expected} data bytes, "
-            f"found {actual}"
-        )
+        raise IdxFormatError(f"{source}: IDX file {problem}: shape {shape} needs {expected} data bytes, found {actual}")
     values = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
     return values.astype(dtype.newbyteorder("="), copy=True)

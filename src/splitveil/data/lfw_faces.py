@@ -31,14 +31,10 @@ def read_lfw_subset() -> RawPool:
     try:
         from skimage.data import lfw_subset
     except ImportError:
-        raise DatasetNotFoundError(
-            f"{NAME}: scikit-image is not installed; run `pip install scikit-image`"
-        ) from None
+        raise DatasetNotFoundError(f"{NAME}: scikit-image is not installed; run `pip install scikit-image`") from None
     images = np.asarray(lfw_subset())
     if images.ndim != 3 or images.shape[0] != 2 * FACES_FIRST:
-        raise DatasetNotFoundError(
-            f"{NAME}: unexpected lfw_subset() shape {images.shape}; expected (200, H, W)"
-        )
+        raise DatasetNotFoundError(f"{NAME}: unexpected lfw_subset() shape {images.shape}; expected (200, H, W)")
     # Older releases documented uint8; the shipped file is float in [0, 1]. Handle both.
     scale = 255.0 if np.issubdtype(images.dtype, np.integer) else 1.0
     labels = np.zeros(images.shape[0], dtype=np.int64)
@@ -57,9 +53,7 @@ def load_lfw_faces(
 ) -> DatasetSplits:
     """Load the scikit-image LFW subset, split per class with ``seed``."""
     del data_dir  # the data ships inside scikit-image
-    fractions = check_fractions(
-        {"test": TEST_FRACTION, "aux": aux_fraction, "val": val_fraction}
-    )
+    fractions = check_fractions({"test": TEST_FRACTION, "aux": aux_fraction, "val": val_fraction})
     check_limit(limit)
     return split_pools(
         NAME,

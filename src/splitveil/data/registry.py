@@ -30,7 +30,6 @@ def load_dataset(name: str, **options: Any) -> DatasetSplits:
     unknown = sorted(set(options) - set(parameters))
     if unknown:
         raise ConfigError(
-            f"dataset {name!r} has no option(s) {', '.join(unknown)}; "
-            f"valid options: {', '.join(parameters)}"
+            f"dataset {name!r} has no option(s) {', '.join(unknown)}; valid options: {', '.join(parameters)}"
         )
     return loader(**options)

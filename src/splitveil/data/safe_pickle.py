@@ -50,8 +50,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise UnsafePickleError(
-                f"refusing to unpickle {module}.{name}: only numpy arrays and plain containers "
-                "are allowed"
+                f"refusing to unpickle {module}.{name}: only numpy arrays and plain containers are allowed"
             ) from None
 
 

@@ -93,8 +93,7 @@ def ssim(
     height, width = x.shape[-2:]
     if min(height, width) < _SSIM_WINDOW:
         raise ValueError(
-            f"ssim needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} (its Gaussian window), "
-            f"got {height}x{width}"
+            f"ssim needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} (its Gaussian window), got {height}x{width}"
         )
     from torchmetrics.functional.image import structural_similarity_index_measure
 

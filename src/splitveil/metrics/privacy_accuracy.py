@@ -106,9 +106,7 @@ def train_evaluation_classifier(
     splits = _evaluator_splits(images, num_classes=classes, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # zoo models initialise from the global RNG
-        classifier = create_model(
-            model, input_shape=splits.input_shape, num_classes=classes, **(model_options or {})
-        )
+        classifier = create_model(model, input_shape=splits.input_shape, num_classes=classes, **(model_options or {}))
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
     fit(classifier, splits, config, seed=seed, progress=False)
     return classifier.eval()

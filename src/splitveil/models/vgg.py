@@ -28,9 +28,7 @@ class SmallVGG(nn.Sequential):
         layers["dropout"] = nn.Dropout(dropout)
         layers["fc2"] = nn.Linear(hidden, num_classes)
         super().__init__(layers)
-        self.cut_points = tuple(
-            name for name in layers if name.startswith(("relu", "pool")) or name == "fc1"
-        )
+        self.cut_points = tuple(name for name in layers if name.startswith(("relu", "pool")) or name == "fc1")
 
 
 @MODELS.register("vgg-small")

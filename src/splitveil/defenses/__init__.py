@@ -1,0 +1,57 @@
+"""Defenses against input reconstruction from the transmitted feature.
+
+A :class:`Defense` wraps the split it is given (``apply``) and may add loss terms and training hooks
+to :func:`splitveil.train.fit`; ``strength`` is its one knob and strength 0 is the identity.
+
+Registered defenses, by name -> class: strength:
+
+- ``none`` -> :class:`NoDefense`: ignored (the undefended split)
+- ``gaussian-noise`` -> :class:`GaussianNoiseDefense`: σ of N(0, σ²) on ``z`` or ``x`` (He et al.)
+- ``laplace-noise`` -> :class:`LaplaceNoiseDefense`: scale b of Laplace(0, b) on ``z`` or ``x``
+- ``feature-dropout`` -> :class:`FeatureDropoutDefense`: drop probability p ∈ [0, 1) on ``z``
+- ``nopeek`` -> :class:`NoPeekDefense`: weight of ``dCor(x, z)`` in the loss (trains)
+- ``adversarial`` -> :class:`AdversarialDefense`: weight β of ``−L_adv`` against a jointly trained
+  inverter (PATROL's adversarial reconstruction training; trains)
+- ``patrol`` -> :class:`PatrolDefense`: weight of PATROL's privacy terms (block-wise Lipschitz and
+  adversarial reconstruction) next to its channel masks, which are pruned to a FLOPs budget (trains)
+
+Build one with ``create_defense(name, strength=..., **options)``; an unknown option is a
+:class:`~splitveil.errors.ConfigError` listing the valid ones (:func:`defense_options`).
+"""
+
+from __future__ import annotations
+
+# The defense modules are imported for their side effect too: each registers itself in DEFENSES.
+from splitveil.defenses.adversarial import AdversarialDefense, Standardize
+from splitveil.defenses.base import Defense, NoDefense, wrap_edge
+from splitveil.defenses.dropout import FeatureDropout, FeatureDropoutDefense
+from splitveil.defenses.lipschitz import blockwise_lipschitz, local_lipschitz
+from splitveil.defenses.noise import GaussianNoise, GaussianNoiseDefense, LaplaceNoise, LaplaceNoiseDefense
+from splitveil.defenses.nopeek import NoPeekDefense, distance_correlation
+from splitveil.defenses.patrol import PatrolDefense
+from splitveil.defenses.pruning import ChannelMask
+from splitveil.defenses.registry import DEFENSES, create_defense, defense_options, register_defense
+
+__all__ = [
+    "DEFENSES",
+    "AdversarialDefense",
+    "ChannelMask",
+    "Defense",
+    "FeatureDropout",
+    "FeatureDropoutDefense",
+    "GaussianNoise",
+    "GaussianNoiseDefense",
+    "LaplaceNoise",
+    "LaplaceNoiseDefense",
+    "NoDefense",
+    "NoPeekDefense",
+    "PatrolDefense",
+    "Standardize",
+    "blockwise_lipschitz",
+    "create_defense",
+    "defense_options",
+    "distance_correlation",
+    "local_lipschitz",
+    "register_defense",
+    "wrap_edge",
+]

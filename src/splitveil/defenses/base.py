@@ -1,0 +1,105 @@
+"""The Defense protocol: one object used in training, in the audit and in serving.
+
+A defense *wraps and returns* (``apply(split) -> split``): it may put modules around the edge
+(noise, dropout, masks) or the cloud, and it may contribute loss terms and training hooks to the
+one training loop (``splitveil.train.fit``). It never owns a loop. Because attacks are built from
+the split a defense returns, every attacker sees exactly the edge that is deployed.
+
+``strength`` is each defense's one knob (noise σ, dropout rate, regulariser weight...). Strength
+zero is the identity: ``apply`` changes no output and ``loss_terms`` contribute nothing (tested for
+every registered defense).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from splitveil.errors import ConfigError
+from splitveil.split import SplitModel
+from splitveil.train import Batch, TrainHook
+
+
+class Defense(ABC):  # noqa: B024 (every method has a default; subclasses override what they need)
+    """Base class of every defense; subclasses override what they need."""
+
+    #: The name the defense is registered under (``describe()["defense"]``); empty: the class name.
+    name: ClassVar[str] = ""
+
+    #: Whether the model must be (re)trained with this defense's loss terms and hooks for it to work.
+    #: Inference-time defenses (noise on a trained model) leave this False.
+    requires_training: ClassVar[bool] = False
+
+    def __init__(self, *, strength: float = 1.0) -> None:
+        # ConfigError is a ValueError: a bad strength in a spec is reported as one clear line.
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or math.isnan(strength):
+            raise ConfigError(f"{self._label()}: strength must be a number >= 0, got {strength!r}")
+        if strength < 0 or math.isinf(strength):
+            raise ConfigError(f"{self._label()}: strength must be finite and >= 0, got {strength}")
+        self.strength = float(strength)
+
+    def apply(self, split: SplitModel) -> SplitModel:
+        """Return the deployed split: ``split`` with this defense's modules around its halves."""
+        return split
+
+    def loss_terms(self, batch: Batch, z: torch.Tensor | None, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Regularisers added to the task loss during training (names become the loop's log keys)."""
+        return {}
+
+    def hooks(self) -> list[TrainHook]:
+        """Training hooks, e.g. an adversary's alternating step in min-max training."""
+        return []
+
+    def finalize(self, split: SplitModel, *, model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, object]:
+        """Transform the trained, deployed ``split`` in place after training (PATROL prunes here).
+
+        ``model`` is the unsplit architecture ``split`` was cut from (its weights do not matter), for
+        budgets stated relative to another cut. Returns a JSON-serialisable record from which
+        :meth:`restore` replays the same structural change on a freshly built split before its saved
+        weights are loaded; ``{}`` (the default) means nothing changed and nothing is fine-tuned.
+        """
+        return {}
+
+    def restore(self, split: SplitModel, record: dict[str, object]) -> None:
+        """Replay :meth:`finalize`'s structural change (from its ``record``) on a fresh ``apply``'d split."""
+        if record:
+            raise NotImplementedError(f"{self._label()} recorded a structural change but cannot restore it")
+
+    @property
+    def finetune_epochs(self) -> int:
+        """Epochs of fine-tuning (same loss terms and hooks) after :meth:`finalize` changed the split."""
+        return 0
+
+    def options(self) -> dict[str, object]:
+        """The defense's settings other than ``strength`` (recorded by :meth:`describe`)."""
+        return {}
+
+    def describe(self) -> dict[str, object]:
+        """Name and settings, recorded with every result and in checkpoint cache keys."""
+        return {"defense": self._label(), "strength": self.strength, **self.options()}
+
+    def _label(self) -> str:
+        return self.name or type(self).__name__
+
+
+class NoDefense(Defense):
+    """The undefended split (registered as ``"none"``): the identity at every strength."""
+
+    name = "none"
+
+
+def wrap_edge(
+    split: SplitModel, after_edge: nn.Module | None = None, *, before_edge: nn.Module | None = None
+) -> SplitModel:
+    """A new split whose edge is ``[before_edge →] split.edge [→ after_edge]``; the cloud is shared."""
+    layers = [module for module in (before_edge, split.edge, after_edge) if module is not None]
+    edge = nn.Sequential(*layers)
+    wrapped = SplitModel(edge, split.cloud, cut_name=split.cut_name)
+    # New containers start in train mode; copy the split's flags without recursing, so the shared
+    # halves keep exactly the modes they had (the added modules behave alike in both modes).
+    edge.training, wrapped.training = split.edge.training, split.training
+    return wrapped

@@ -1,0 +1,132 @@
+"""The deployed split of one bench cell: the trained model cut at a cut, defended at a strength.
+
+An inference-time defense (noise, dropout) wraps the undefended model's split as it is. A defense
+that trains (NoPeek, adversarial training, PATROL; or noise with ``retrain: true``) is trained with
+its loss terms and hooks through the one loop (:func:`splitveil.train.fit`), finalised (PATROL
+prunes here), fine-tuned, and cached like every trained model: the key hashes the undefended
+model's key, the cut, the defense's full description and the training settings.
+
+Either way the accuracy reported is the deployed split's, measured on the test set with the
+defense active as deployed (noise sampled, from a generator seeded by the spec).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from splitveil.checkpoint import (
+    CACHE_FORMAT,
+    CheckpointCache,
+    config_hash,
+    environment_versions,
+    load_weights,
+    read_metadata,
+    save_checkpoint,
+)
+from splitveil.config import DefenseSpec, ExperimentSpec
+from splitveil.defenses import Defense, NoDefense, create_defense
+from splitveil.experiment import TrainedModel, build_model
+from splitveil.split import SplitModel, cut
+from splitveil.train import evaluate, fit
+
+
+@dataclass
+class DeployedSplit:
+    """A split as deployed, with its defense and its test accuracy under that defense."""
+
+    split: SplitModel
+    defense: Defense
+    accuracy: float
+    from_cache: bool
+
+
+def deploy(
+    spec: ExperimentSpec,
+    trained: TrainedModel,
+    cut_name: str,
+    defense_spec: DefenseSpec | None = None,
+    strength: float = 0.0,
+    *,
+    cache: CheckpointCache | None = None,
+    progress: bool = True,
+) -> DeployedSplit:
+    """The split of ``trained`` at ``cut_name`` with ``defense_spec`` at ``strength`` (None: undefended)."""
+    if defense_spec is None:
+        defense: Defense = NoDefense(strength=0.0)
+    else:
+        defense = create_defense(defense_spec.name, strength=strength, **defense_spec.options)
+    needs_training = defense_spec is not None and strength > 0 and _trains(defense_spec, defense)
+    if needs_training:
+        split, from_cache = _train_defended(spec, trained, cut_name, defense_spec, defense, cache, progress)
+    else:
+        split, from_cache = defense.apply(cut(trained.model, at=cut_name)), True
+    split.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)  # noise defenses draw from the global generator, as deployed
+        accuracy = evaluate(split, trained.data.test, batch_size=spec.train.eval_batch_size)["accuracy"]
+    return DeployedSplit(split=split, defense=defense, accuracy=accuracy, from_cache=from_cache)
+
+
+def _trains(defense_spec: DefenseSpec, defense: Defense) -> bool:
+    return defense.requires_training if defense_spec.retrain is None else defense_spec.retrain
+
+
+def defended_cache_key(
+    trained: TrainedModel, cut_name: str, defense_spec: DefenseSpec, defense: Defense, epochs: int
+) -> str:
+    return config_hash(
+        {
+            "format": CACHE_FORMAT,
+            "base": trained.metadata["cache_key"],
+            "cut": cut_name,
+            "defense": defense.describe(),
+            "init": defense_spec.init,
+            "epochs": epochs,
+        }
+    )
+
+
+def _train_defended(
+    spec: ExperimentSpec,
+    trained: TrainedModel,
+    cut_name: str,
+    defense_spec: DefenseSpec,
+    defense: Defense,
+    cache: CheckpointCache | None,
+    progress: bool,
+) -> tuple[SplitModel, bool]:
+    cache = cache or CheckpointCache.default()
+    epochs = defense_spec.epochs or spec.train.epochs
+    key = defended_cache_key(trained, cut_name, defense_spec, defense, epochs)
+    entry = cache.path(key)
+    model = build_model(spec, trained.data)
+    if defense_spec.init == "pretrained":
+        model.load_state_dict(trained.model.state_dict())
+    split = defense.apply(cut(model, at=cut_name))
+    if cache.contains(key):
+        defense.restore(split, read_metadata(entry).get("finalize", {}))
+        load_weights(entry, split)
+        return split, True
+    config = spec.train.model_copy(update={"epochs": epochs})
+    train = {"seed": spec.seed, "loss_terms": [defense.loss_terms], "keep": "last", "progress": progress}
+    result = fit(split, trained.data, config, hooks=defense.hooks(), **train)
+    record = defense.finalize(split, model=build_model(spec, trained.data), input_shape=trained.data.input_shape)
+    if record and defense.finetune_epochs > 0:
+        finetune = spec.train.model_copy(update={"epochs": defense.finetune_epochs})
+        result = fit(split, trained.data, finetune, hooks=defense.hooks(), **train)
+    metadata: dict[str, Any] = {
+        "cache_key": key,
+        "base_cache_key": trained.metadata["cache_key"],
+        "cut": cut_name,
+        "defense": defense.describe(),
+        "defense_spec": defense_spec.model_dump(mode="json"),
+        "finalize": record,
+        "seed": spec.seed,
+        "metrics": result.metrics(),
+        "versions": environment_versions(),
+    }
+    save_checkpoint(entry, split, metadata)
+    return split, False

@@ -1,0 +1,86 @@
+"""Deployed splits of bench cells: inference-time defenses wrap, training defenses train once and are cached."""
+
+import pytest
+import torch
+
+from splitveil.config import DefenseSpec, parse_spec
+from splitveil.deploy import deploy
+from splitveil.experiment import train_or_load
+
+SPEC = parse_spec(
+    {
+        "model": {"name": "he-cnn", "options": {"widths": [4, 8, 8], "hidden": 16}},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3},
+    }
+)
+
+
+@pytest.fixture
+def trained(tiny_data, cache):
+    return train_or_load(SPEC, cache=cache, data=tiny_data, progress=False)
+
+
+def _edge_outputs(deployed, x):
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return deployed.split.edge(x), deployed.split(x)
+
+
+def test_undefended_split_keeps_the_trained_accuracy(trained, cache):
+    deployed = deploy(SPEC, trained, "relu22", cache=cache, progress=False)
+    assert deployed.accuracy == pytest.approx(trained.test_accuracy)
+    assert deployed.defense.describe()["defense"] == "none"
+
+
+def test_inference_defense_wraps_without_training_and_is_measured_reproducibly(trained, cache, tiny_data):
+    noise = DefenseSpec(name="gaussian-noise", strengths=[5.0])
+    first = deploy(SPEC, trained, "relu22", noise, 5.0, cache=cache, progress=False)
+    second = deploy(SPEC, trained, "relu22", noise, 5.0, cache=cache, progress=False)
+    assert first.from_cache and first.accuracy == second.accuracy
+    clean = deploy(SPEC, trained, "relu22", cache=cache, progress=False)
+    x = tiny_data.test.images[:4]
+    assert not torch.equal(_edge_outputs(first, x)[0], _edge_outputs(clean, x)[0])
+    assert len(list(cache.root.iterdir())) == 1  # only the undefended model was trained
+
+
+def test_training_defense_trains_once_then_loads_identical_weights(trained, cache, tiny_data):
+    nopeek = DefenseSpec(name="nopeek", strengths=[1.0], epochs=1)
+    first = deploy(SPEC, trained, "relu22", nopeek, 1.0, cache=cache, progress=False)
+    second = deploy(SPEC, trained, "relu22", nopeek, 1.0, cache=cache, progress=False)
+    assert not first.from_cache and second.from_cache
+    x = tiny_data.test.images[:4]
+    for a, b in zip(_edge_outputs(first, x), _edge_outputs(second, x), strict=True):
+        assert torch.equal(a, b)
+    assert first.accuracy == second.accuracy
+    # The undefended weights were the starting point and are untouched.
+    clean = deploy(SPEC, trained, "relu22", cache=cache, progress=False)
+    assert not torch.equal(_edge_outputs(first, x)[0], _edge_outputs(clean, x)[0])
+    assert clean.accuracy == pytest.approx(trained.test_accuracy)
+
+
+def test_zero_strength_never_trains(trained, cache, tiny_data):
+    nopeek = DefenseSpec(name="nopeek", strengths=[0.0, 1.0])
+    deployed = deploy(SPEC, trained, "relu22", nopeek, 0.0, cache=cache, progress=False)
+    clean = deploy(SPEC, trained, "relu22", cache=cache, progress=False)
+    x = tiny_data.test.images[:4]
+    assert torch.equal(_edge_outputs(deployed, x)[1], _edge_outputs(clean, x)[1])
+
+
+def test_retrain_trains_an_inference_time_defense(trained, cache):
+    noise = DefenseSpec(name="gaussian-noise", strengths=[0.5], retrain=True, epochs=1)
+    assert not deploy(SPEC, trained, "relu22", noise, 0.5, cache=cache, progress=False).from_cache
+
+
+def test_patrol_prunes_to_the_budget_and_reloads_the_pruned_structure(trained, cache, tiny_data):
+    patrol = DefenseSpec(
+        name="patrol", strengths=[1.0], epochs=1, options={"budget_cut": "pool1", "finetune_epochs": 1}
+    )
+    first = deploy(SPEC, trained, "relu22", patrol, 1.0, cache=cache, progress=False)
+    second = deploy(SPEC, trained, "relu22", patrol, 1.0, cache=cache, progress=False)
+    assert not first.from_cache and second.from_cache
+    budget = deploy(SPEC, trained, "pool1", cache=cache, progress=False).split.profile((1, 12, 12)).edge_flops
+    unpruned = deploy(SPEC, trained, "relu22", cache=cache, progress=False).split.profile((1, 12, 12)).edge_flops
+    assert first.split.profile((1, 12, 12)).edge_flops <= budget < unpruned
+    x = tiny_data.test.images[:4]
+    for a, b in zip(_edge_outputs(first, x), _edge_outputs(second, x), strict=True):
+        assert torch.equal(a, b)
