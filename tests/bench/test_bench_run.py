@@ -84,7 +84,6 @@ DEFENDED_SPEC = {
         {"name": "gaussian-noise", "strengths": [0, 0.5, 4.0]},
         {"name": "nopeek", "strengths": [1.0], "epochs": 1},
     ],
-    "audit": {**SPEC["audit"], "evaluator": {"enabled": False}},
 }
 
 
@@ -97,6 +96,9 @@ def test_defense_sweep_gives_a_cell_per_strength_and_a_frontier(tmp_path):
     assert set(cells) == {("none", 0.0), ("gaussian-noise", 0.5), ("gaussian-noise", 4.0), ("nopeek", 1.0)}
     assert cells[("gaussian-noise", 4.0)].accuracy < cells[("none", 0.0)].accuracy
     assert cells[("gaussian-noise", 4.0)].mi < cells[("none", 0.0)].mi
+    assert cells[("none", 0.0)].privacy_index == 0.0
+    assert all(0.0 <= cell.privacy_index <= 1.0 for cell in cells.values())
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Privacy-utility frontiers" in html and 'alt="frontier at relu22"' in html
+    assert 'alt="frontier at relu22 (MI)"' in html
     assert "relu22 · nopeek 1" in html  # a reconstruction grid per defense and strength

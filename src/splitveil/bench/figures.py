@@ -72,9 +72,18 @@ def metric_by_depth(rows: Sequence[ResultRow], metric: str, *, label: str) -> by
     return _png(figure)
 
 
-def frontier_plot(points: Sequence[FrontierPoint], cut: str) -> bytes:
-    """Accuracy against the strongest attack's SSIM at ``cut``: one line per defense through its
-    strengths, the undefended split as a star. Down-left of the star is what a defense buys."""
+#: The frontier plots' x axes: the strongest attack's SSIM, or MINE's I(x; z).
+FRONTIER_AXES = {
+    "max_ssim": "strongest attack's SSIM (lower = more private)",
+    "mi": "MINE I(x; z), nats (lower = more private)",
+}
+
+
+def frontier_plot(points: Sequence[FrontierPoint], cut: str, *, x: str = "max_ssim") -> bytes:
+    """Accuracy against leakage at ``cut`` (``x``: a key of :data:`FRONTIER_AXES`): one line per
+    defense through its strengths, the undefended split as a star. Up-left of the star is better."""
+    if x not in FRONTIER_AXES:
+        raise ValueError(f"unknown frontier axis {x!r}; choose one of {sorted(FRONTIER_AXES)}")
     figure = Figure(figsize=(6, 4))
     axis = figure.subplots()
     by_defense: dict[str, list[FrontierPoint]] = defaultdict(list)
@@ -82,25 +91,35 @@ def frontier_plot(points: Sequence[FrontierPoint], cut: str) -> bytes:
         if point.cut == cut:
             by_defense[point.defense].append(point)
     for defense, series in sorted(by_defense.items()):
-        if defense == "none":
+        series = [p for p in series if getattr(p, x) is not None]
+        if defense == "none" or not series:
             continue
         series.sort(key=lambda p: p.strength)
-        axis.plot([p.max_ssim for p in series], [100 * p.accuracy for p in series], marker="o", label=defense)
+        axis.plot([getattr(p, x) for p in series], [100 * p.accuracy for p in series], marker="o", label=defense)
         for p in series:
             axis.annotate(
                 f"{p.strength:g}",
-                (p.max_ssim, 100 * p.accuracy),
+                (getattr(p, x), 100 * p.accuracy),
                 fontsize=7,
                 alpha=0.7,
                 xytext=(3, 3),
                 textcoords="offset points",
             )
     for p in by_defense.get("none", []):
+        if getattr(p, x) is None:
+            continue
         axis.plot(
-            [p.max_ssim], [100 * p.accuracy], marker="*", markersize=14, color="black", linestyle="", label="undefended"
+            [getattr(p, x)],
+            [100 * p.accuracy],
+            marker="*",
+            markersize=14,
+            color="black",
+            linestyle="",
+            label="undefended",
         )
-    axis.axvline(0.3, color="grey", linestyle=":", linewidth=1)
-    axis.set_xlabel("strongest attack's SSIM (lower = more private)")
+    if x == "max_ssim":
+        axis.axvline(0.3, color="grey", linestyle=":", linewidth=1)  # He et al.'s "unrecognizable"
+    axis.set_xlabel(FRONTIER_AXES[x])
     axis.set_ylabel("test accuracy (%)")
     axis.set_title(f"privacy-utility frontier at {cut}", fontsize=10)
     axis.grid(alpha=0.3)

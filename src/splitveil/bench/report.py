@@ -29,6 +29,7 @@ TABLE_COLUMNS = (
     "mi",
     "privacy_accuracy",
     "evaluator_accuracy",
+    "privacy_index",
     "edge_flops",
     "edge_params",
     "feature_bytes",
@@ -92,7 +93,10 @@ def build_report(directory: str | Path) -> Path:
         grids=_grids(directory, rows),
         frontier=points if len(points) > len(undefended_cuts) else [],
         frontier_plots=[
-            {"cut": cut_name, "image": _data_uri(frontier_plot(points, cut_name))} for cut_name in defended_cuts
+            {"cut": cut_name, "axis": axis, "image": _data_uri(frontier_plot(points, cut_name, x=axis))}
+            for cut_name in defended_cuts
+            for axis in ("max_ssim", "mi")
+            if axis == "max_ssim" or any(p.mi is not None for p in points)
         ],
         best=best_under_accuracy_loss(points, max_loss=ACCURACY_LOSS_BUDGET),
         accuracy_loss_budget=ACCURACY_LOSS_BUDGET,

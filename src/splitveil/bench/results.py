@@ -32,6 +32,8 @@ class ResultRow(BaseModel):
     privacy_accuracy: float | None
     #: The evaluation classifier's accuracy on the clean targets: the ceiling of privacy_accuracy.
     evaluator_accuracy: float | None = None
+    #: Privacy index of the defense against this attack (splitveil.metrics.privacy_index; 0 undefended).
+    privacy_index: float | None = None
     edge_flops: int
     cloud_flops: int
     edge_params: int

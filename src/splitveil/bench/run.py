@@ -19,7 +19,7 @@ from splitveil.config import DefenseSpec, ExperimentSpec, write_resolved
 from splitveil.data import load_dataset
 from splitveil.deploy import deploy
 from splitveil.experiment import check_cuts, train_or_load
-from splitveil.metrics import privacy_accuracy, train_evaluation_classifier
+from splitveil.metrics import privacy_accuracy, privacy_index, train_evaluation_classifier
 from splitveil.split import cut_aliases
 
 RECONSTRUCTIONS_DIR = "reconstructions"
@@ -39,7 +39,9 @@ def run_bench(
     model = trained.model.eval()
     depth = {name: index for index, name in enumerate(cut_aliases(model))}
     cuts = spec.cuts or list(depth)
-    finished = {row.cell_id for row in read_rows(out)}
+    previous = read_rows(out)
+    finished = {row.cell_id for row in previous}
+    undefended = {(row.cut, row.attack): row for row in previous if row.defense == "none"}
     targets = data.test.take(spec.audit.targets)
     evaluator = None
     if spec.audit.evaluator.enabled and spec.attacks:
@@ -88,6 +90,12 @@ def run_bench(
                     mi=mi,
                     privacy_accuracy=outcome.privacy_accuracy,
                     evaluator_accuracy=evaluator_accuracy,
+                    privacy_index=_privacy_index(
+                        undefended.get((cut_name, attack.name)),
+                        outcome.privacy_accuracy,
+                        deployed.accuracy,
+                        chance=1 / data.num_classes,
+                    ),
                     edge_flops=profile.edge_flops,
                     cloud_flops=profile.cloud_flops,
                     edge_params=profile.edge_params,
@@ -98,8 +106,27 @@ def run_bench(
                     reconstruction_file=f"{RECONSTRUCTIONS_DIR}/{identifier}.safetensors",
                 )
                 append_row(out, row)
+                if label == "none":
+                    undefended[(cut_name, attack.name)] = row
     build_report(out)
     return read_rows(out)
+
+
+def _privacy_index(
+    reference: ResultRow | None, privacy_accuracy: float | None, accuracy: float, *, chance: float
+) -> float | None:
+    """PI of a cell against the undefended cell of the same cut and attack (0 for that cell itself)."""
+    if reference is None:  # this is the undefended cell (it always runs first at its cut)
+        return None if privacy_accuracy is None else 0.0
+    if privacy_accuracy is None or reference.privacy_accuracy is None or reference.accuracy <= chance:
+        return None
+    return privacy_index(
+        pa_defended=privacy_accuracy,
+        pa_undefended=reference.privacy_accuracy,
+        accuracy_defended=accuracy,
+        accuracy_undefended=reference.accuracy,
+        chance=chance,
+    )
 
 
 def spec_variants(spec: ExperimentSpec) -> list[tuple[str, DefenseSpec | None, float]]:

@@ -14,6 +14,10 @@ Registered defenses, by name -> class: strength:
   inverter (PATROL's adversarial reconstruction training; trains)
 - ``patrol`` -> :class:`PatrolDefense`: weight of PATROL's privacy terms (block-wise Lipschitz and
   adversarial reconstruction) next to its channel masks, which are pruned to a FLOPs budget (trains)
+- ``siftfunnel`` -> :class:`SiftFunnelDefense`: scale of SiftFunnel's terms (smoothed-label KL, dCor,
+  channel correlation, L1 of ``z``), optionally with a funnel edge narrowing ``z`` (trains)
+- ``pripro`` -> :class:`PriProDefense`: multiplier of a self-attention noise scale σ(z) on ``z``,
+  trained against an inverter under a noise budget (trains)
 
 Build one with ``create_defense(name, strength=..., **options)``; an unknown option is a
 :class:`~splitveil.errors.ConfigError` listing the valid ones (:func:`defense_options`).
@@ -25,20 +29,25 @@ from __future__ import annotations
 from splitveil.defenses.adversarial import AdversarialDefense, Standardize
 from splitveil.defenses.base import Defense, NoDefense, wrap_edge
 from splitveil.defenses.dropout import FeatureDropout, FeatureDropoutDefense
+from splitveil.defenses.funnel import FunnelBlock, SpatialAttention, SqueezeExcitation, UpProjection
 from splitveil.defenses.lipschitz import blockwise_lipschitz, local_lipschitz
 from splitveil.defenses.noise import GaussianNoise, GaussianNoiseDefense, LaplaceNoise, LaplaceNoiseDefense
 from splitveil.defenses.nopeek import NoPeekDefense, distance_correlation
 from splitveil.defenses.patrol import PatrolDefense
+from splitveil.defenses.pripro import AttentionNoise, PriProDefense
 from splitveil.defenses.pruning import ChannelMask
 from splitveil.defenses.registry import DEFENSES, create_defense, defense_options, register_defense
+from splitveil.defenses.siftfunnel import SiftFunnelDefense, channel_correlation
 
 __all__ = [
     "DEFENSES",
     "AdversarialDefense",
+    "AttentionNoise",
     "ChannelMask",
     "Defense",
     "FeatureDropout",
     "FeatureDropoutDefense",
+    "FunnelBlock",
     "GaussianNoise",
     "GaussianNoiseDefense",
     "LaplaceNoise",
@@ -46,8 +55,14 @@ __all__ = [
     "NoDefense",
     "NoPeekDefense",
     "PatrolDefense",
+    "PriProDefense",
+    "SiftFunnelDefense",
+    "SpatialAttention",
+    "SqueezeExcitation",
     "Standardize",
+    "UpProjection",
     "blockwise_lipschitz",
+    "channel_correlation",
     "create_defense",
     "defense_options",
     "distance_correlation",

@@ -4,7 +4,9 @@
   (registered in ``METRICS`` with the direction that is better);
 - :mod:`~splitveil.metrics.mine`: ``estimate_mi``, I(x; z) by MINE;
 - :mod:`~splitveil.metrics.privacy_accuracy`: ``privacy_accuracy`` of reconstructions under an
-  independent evaluation classifier, and ``train_evaluation_classifier`` to build one.
+  independent evaluation classifier, and ``train_evaluation_classifier`` to build one;
+- :mod:`~splitveil.metrics.privacy_index`: ``privacy_index`` (PI), the privacy a defense gains,
+  measured by PA, discounted by the accuracy it costs, in [0, 1].
 
 Importing this package is light: torchmetrics and the training loop load on first use.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 from splitveil.metrics.image import mse, psnr, ssim
 from splitveil.metrics.mine import MINE, MIEstimate, estimate_mi
 from splitveil.metrics.privacy_accuracy import privacy_accuracy, train_evaluation_classifier
+from splitveil.metrics.privacy_index import privacy_index
 from splitveil.metrics.registry import METRICS, MetricInfo
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "estimate_mi",
     "mse",
     "privacy_accuracy",
+    "privacy_index",
     "psnr",
     "ssim",
     "train_evaluation_classifier",
