@@ -21,6 +21,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_global_rng() -> Iterator[None]:
+    """Every test starts from the same global RNG state and hands the next one its own, so no result
+    depends on which tests ran before (layers initialised from torch's global generator, noise)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
 def _blobs(count: int, generator: torch.Generator, *, num_classes: int = 3) -> ImageSet:
     """Images whose mean brightness encodes the class, so a small model can learn them quickly."""
     labels = torch.randint(0, num_classes, (count,), generator=generator)

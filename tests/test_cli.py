@@ -140,3 +140,39 @@ def test_bench_rmle_batching_command(tiny_spec, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "speed-up" in result.output and "conv11" in result.output
+
+
+def test_plan_command_writes_the_plan_and_names_the_choice(tmp_path):
+    import yaml
+
+    spec = {
+        "data": {"name": "fashion-mnist", "limit": 128},
+        "public": {"name": "mnist-5k", "limit": 128},
+        "model": {"name": "he-cnn", "options": {"widths": [4, 8, 8], "hidden": 16}},
+        "public_train": {"epochs": 1},
+        "layers": ["relu12"],
+        "channels": [2],
+        "selections": ["random"],
+        "cloud_train": {"epochs": 1},
+        "attack": {"name": "inverse-network", "options": {"epochs": 1}},
+        "verify_attack": {"name": "inverse-network", "options": {"epochs": 1}},
+        "targets": 4,
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    args = ["plan", str(path), "--out", str(tmp_path / "out"), "--max-ssim", "0.99", "--cache-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "chosen: relu12, 2 channels (random)" in result.output and "PrivyNet candidates" in result.output
+    assert json.loads((tmp_path / "out" / "plan.json").read_text())["constraints"]["max_ssim"] == 0.99
+    # A changed limit re-plans from the measured candidates; none fits an edge of 10 FLOPs.
+    again = CliRunner().invoke(app, [*args, "--max-edge-flops", "10", "--no-progress"])
+    assert again.exit_code == 1 and "reusing 1 candidates" in again.output and "no topology" in again.output
+
+
+def test_plan_with_an_unknown_constraint_is_one_clear_line(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text("layers: [relu12]\nchannels: [2]\nconstraints: {max_flops: 10}\n")
+    result = run_cli("plan", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "unknown key 'constraints.max_flops'" in result.stderr and "max_edge_flops" in result.stderr

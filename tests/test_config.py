@@ -75,10 +75,15 @@ def test_missing_and_malformed_spec_files(tmp_path):
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
+    from splitveil.privynet import PlanSpec, load_plan_spec
+
     configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     assert configs
     for path in configs:
-        assert isinstance(load_spec(path), ExperimentSpec)
+        if path.name.startswith("plan-"):  # PrivyNet planner specs (splitveil plan)
+            assert isinstance(load_plan_spec(path), PlanSpec)
+        else:
+            assert isinstance(load_spec(path), ExperimentSpec)
 
 
 def test_defense_sweep_is_validated_before_anything_runs():

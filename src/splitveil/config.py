@@ -146,6 +146,20 @@ class EvaluatorSpec(_Strict):
     epochs: int = Field(default=10, ge=1)
 
 
+class OutputAuditSpec(_Strict):
+    """Output inference (``splitveil.attacks.output_inference``): what the cloud learns of the answer.
+
+    For every deployed split, a classifier per observation is trained on what the cloud sees of the
+    auxiliary queries and scored on ``targets`` test images; off unless enabled (it is the audit of
+    output-privacy defenses such as ``salted``).
+    """
+
+    enabled: bool = False
+    observe: list[Literal["logits", "features", "both"]] = Field(default_factory=lambda: ["logits", "features"])
+    targets: int = Field(default=2000, ge=1, description="test images the classifiers are scored on")
+    epochs: int = Field(default=20, ge=1)
+
+
 class AuditSpec(_Strict):
     """What is measured at every cut: how many test images are attacked, MI, privacy accuracy."""
 
@@ -153,6 +167,7 @@ class AuditSpec(_Strict):
     grid_images: int = Field(default=8, ge=1, description="images shown per row of the report's grids")
     mine: MineSpec = Field(default_factory=MineSpec)
     evaluator: EvaluatorSpec = Field(default_factory=EvaluatorSpec)
+    output: OutputAuditSpec = Field(default_factory=OutputAuditSpec)
 
 
 class ExperimentSpec(_Strict):

@@ -26,7 +26,7 @@ def test_shadow_edge_is_trained_through_the_frozen_cloud():
     cloud_before = snapshot(split.cloud)
 
     view = view_of(split, QueryFreeAttack.requires, aux=aux)
-    attack = QueryFreeAttack(view, shadow_epochs=6, shadow_batch_size=16, shadow_lr=1e-2, steps=5, progress=False)
+    attack = QueryFreeAttack(view, shadow_epochs=20, shadow_batch_size=16, shadow_lr=1e-2, steps=5, progress=False)
     attack.fit()
 
     assert_unchanged(split.cloud, cloud_before)

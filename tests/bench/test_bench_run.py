@@ -102,3 +102,29 @@ def test_defense_sweep_gives_a_cell_per_strength_and_a_frontier(tmp_path):
     assert "Privacy-utility frontiers" in html and 'alt="frontier at relu22"' in html
     assert 'alt="frontier at relu22 (MI)"' in html
     assert "relu22 · nopeek 1" in html  # a reconstruction grid per defense and strength
+
+
+SALTED_SPEC = {
+    **SPEC,
+    "cuts": ["relu22"],
+    "attacks": [{"name": "inverse-network", "options": {"epochs": 1}}],
+    "defenses": [{"name": "salted", "strengths": [0.5], "options": {"salt_at": "relu11"}, "epochs": 1}],
+    "audit": {**SPEC["audit"], "output": {"enabled": True, "observe": ["logits", "both"], "targets": 32, "epochs": 2}},
+}
+
+
+def test_salted_sweep_reports_output_privacy_per_observation(tmp_path):
+    from splitveil.checkpoint import CheckpointCache
+
+    rows = run_bench(parse_spec(SALTED_SPEC), tmp_path / "run", cache=CheckpointCache(tmp_path / "c"), progress=False)
+    cells = {(r.defense, r.strength): r for r in rows}
+    assert set(cells) == {("none", 0.0), ("salted", 0.5)}
+    for cell in cells.values():
+        assert set(cell.output_privacy) == {"logits", "both"}
+        figures = cell.output_privacy["logits"]
+        assert 0 <= figures["label_accuracy"] <= 1 and figures["label_chance"] == pytest.approx(0.1)
+    assert cells[("none", 0.0)].output_privacy["logits"]["salt_accuracy"] is None
+    assert cells[("salted", 0.5)].output_privacy["logits"]["salt_chance"] == pytest.approx(0.1)
+    assert cells[("salted", 0.5)].edge_flops > cells[("none", 0.0)].edge_flops
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Output privacy" in html and "salt chance" in html

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from splitveil.attacks import ATTACKS, AttackerView, create_attack
-from splitveil.config import AttackSpec, MineSpec
+from splitveil.attacks.output_inference import audit_output_privacy
+from splitveil.config import AttackSpec, MineSpec, OutputAuditSpec
 from splitveil.data import DatasetSplits, ImageSet
 from splitveil.metrics import estimate_mi, mse, privacy_accuracy, psnr, ssim
 from splitveil.split import SplitModel
@@ -66,3 +67,18 @@ def feature_mutual_information(split: SplitModel, images: torch.Tensor, spec: Mi
         return None
     z = transmitted_features(split, images)
     return float(estimate_mi(images, z, steps=spec.steps, seed=seed, **spec.options).nats)
+
+
+def output_privacy(
+    split: SplitModel, spec: OutputAuditSpec, *, data: DatasetSplits, seed: int, progress: bool = True
+) -> dict[str, dict[str, float | str | None]] | None:
+    """Output inference per observation (``{"logits": {...}, ...}``); None when disabled."""
+    if not spec.enabled:
+        return None
+    targets = data.test.take(spec.targets)
+    return {
+        observe: audit_output_privacy(
+            split, aux=data.aux, targets=targets, observe=observe, epochs=spec.epochs, seed=seed, progress=progress
+        ).as_dict()
+        for observe in spec.observe
+    }

@@ -62,6 +62,29 @@ def _grids(directory: Path, rows: list[ResultRow]) -> list[dict[str, str]]:
     return grids
 
 
+def _output_privacy(rows: list[ResultRow]) -> list[dict[str, object]]:
+    """One line per deployed split and observation, from rows that carry an output-inference audit."""
+    lines, seen = [], set()
+    for row in sorted(rows, key=lambda r: (r.cut_index, r.defense, r.strength)):
+        key = (row.cut, row.defense, row.strength)
+        if row.output_privacy is None or key in seen:
+            continue
+        seen.add(key)
+        for observe, figures in row.output_privacy.items():
+            lines.append(
+                {
+                    "cut": row.cut,
+                    "defense": row.defense,
+                    "strength": row.strength,
+                    "accuracy": row.accuracy,
+                    "edge_flops": row.edge_flops,
+                    "observe": observe,
+                    **figures,
+                }
+            )
+    return lines
+
+
 def _format(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -91,6 +114,7 @@ def build_report(directory: str | Path) -> Path:
         ssim_plot=_data_uri(metric_by_depth(rows, "ssim", label="SSIM (higher = more leakage)")),
         mi_plot=_data_uri(metric_by_depth(rows, "mi", label="MINE I(x; z), nats")),
         grids=_grids(directory, rows),
+        output_privacy=_output_privacy(rows),
         frontier=points if len(points) > len(undefended_cuts) else [],
         frontier_plots=[
             {"cut": cut_name, "axis": axis, "image": _data_uri(frontier_plot(points, cut_name, x=axis))}

@@ -42,6 +42,9 @@ class ResultRow(BaseModel):
     targets: int
     seconds: float
     reconstruction_file: str
+    #: Output inference per observation ("logits", "features", "both"), when the audit ran it:
+    #: label_accuracy, argmax_accuracy, label_chance, salt_accuracy, salt_chance.
+    output_privacy: dict[str, dict[str, float | str | None]] | None = None
 
     @property
     def cell_id(self) -> str:

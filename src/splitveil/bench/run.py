@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from splitveil.bench.audit import feature_mutual_information, run_attack
+from splitveil.bench.audit import feature_mutual_information, output_privacy, run_attack
 from splitveil.bench.report import build_report
 from splitveil.bench.results import ResultRow, append_row, cell_id, read_rows
 from splitveil.checkpoint import CheckpointCache
@@ -61,6 +61,7 @@ def run_bench(
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(spec.seed)  # a noisy edge samples its noise as deployed, reproducibly
                 mi = feature_mutual_information(split, mi_images, spec.audit.mine, seed=spec.seed)
+            outputs = output_privacy(split, spec.audit.output, data=data, seed=spec.seed, progress=progress)
             for attack in pending:
                 outcome = run_attack(
                     split, attack, data=data, targets=targets, evaluator=evaluator, seed=spec.seed, progress=progress
@@ -104,6 +105,7 @@ def run_bench(
                     targets=len(targets),
                     seconds=round(outcome.seconds, 3),
                     reconstruction_file=f"{RECONSTRUCTIONS_DIR}/{identifier}.safetensors",
+                    output_privacy=outputs,
                 )
                 append_row(out, row)
                 if label == "none":

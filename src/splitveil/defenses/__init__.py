@@ -18,6 +18,8 @@ Registered defenses, by name -> class: strength:
   channel correlation, L1 of ``z``), optionally with a funnel edge narrowing ``z`` (trains)
 - ``pripro`` -> :class:`PriProDefense`: multiplier of a self-attention noise scale σ(z) on ``z``,
   trained against an inverter under a noise budget (trains)
+- ``salted`` -> :class:`SaltedDefense`: width of the salt injection of Salted DNNs, which protects
+  the *output*: a client-side salt relabels the classes the cloud computes (trains)
 
 Build one with ``create_defense(name, strength=..., **options)``; an unknown option is a
 :class:`~splitveil.errors.ConfigError` listing the valid ones (:func:`defense_options`).
@@ -37,6 +39,7 @@ from splitveil.defenses.patrol import PatrolDefense
 from splitveil.defenses.pripro import AttentionNoise, PriProDefense
 from splitveil.defenses.pruning import ChannelMask
 from splitveil.defenses.registry import DEFENSES, create_defense, defense_options, register_defense
+from splitveil.defenses.salted import SaltedDefense, salt_points
 from splitveil.defenses.siftfunnel import SiftFunnelDefense, channel_correlation
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "NoPeekDefense",
     "PatrolDefense",
     "PriProDefense",
+    "SaltedDefense",
     "SiftFunnelDefense",
     "SpatialAttention",
     "SqueezeExcitation",
@@ -68,5 +72,6 @@ __all__ = [
     "distance_correlation",
     "local_lipschitz",
     "register_defense",
+    "salt_points",
     "wrap_edge",
 ]

@@ -1,0 +1,172 @@
+"""Salted DNNs — output privacy with a client-side salt (Malekzadeh and Kawsar, HotMobile 2024).
+
+The client draws a secret salt ``s`` per query; a salted layer on the edge mixes it into the
+features, and the network is trained so that the cloud's argmax is the *salted* class ``T[s, y]``
+(:mod:`splitveil.salt.codes`: the paper's cyclic shift, or a keyed per-salt permutation). The
+client decodes ``y = T[s]⁻¹(argmax)``; the cloud computes the answer without being able to read it.
+The salt never leaves the client: the cloud half takes ``z`` alone.
+
+``strength`` is the width of the salt injection: the salted layer gets
+``max(1, round(strength · C))`` salt maps, ``C`` being the channels (or features) the following
+layer took before [ours: the paper uses a few maps; the knob makes "how much salt" sweepable].
+Strength 0 is the identity (no salt). The defense protects the output, not the input: input
+attacks see the salt only as noise in ``z``.
+
+Options:
+    salt_at: the edge layer after which the salt enters (default: the earliest valid one). It must
+        be followed on the edge by a convolution or linear layer, through activations and pooling
+        only, so that the salt is mixed before it crosses the network.
+    scheme: ``"permutation"`` (default; keyed, independent per salt) or ``"shift"`` (the paper's).
+    num_salts: salts to draw from (default K; the shift needs exactly K).
+    key: the client secret the permutation table is derived from [ours]. Keep it with the client.
+    tile: the salt maps' pattern period in pixels (the transposed convolution's kernel and stride).
+    num_classes: K (default: the output size of the cloud's last linear layer).
+    seed: the initial weights of the salt maps and of the widened layer's new inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import fx, nn
+
+from splitveil.defenses.base import Defense
+from splitveil.defenses.registry import register_defense
+from splitveil.errors import ConfigError, InvalidCutError
+from splitveil.salt.codes import SaltCode, permutation_code, shift_code
+from splitveil.salt.layer import SaltedEdge, SaltMaps, SaltVector
+from splitveil.salt.sources import TorchSalts
+from splitveil.salt.split import SaltedSplit
+from splitveil.split import SplitModel, cut, trace, valid_cuts
+from splitveil.surgery import first_layer, widen_input
+
+Scheme = Literal["permutation", "shift"]
+
+
+@register_defense
+class SaltedDefense(Defense):
+    """A salted layer on the edge and a salted output space (see the module docstring)."""
+
+    name = "salted"
+    requires_training = True
+
+    def __init__(
+        self,
+        *,
+        strength: float = 0.25,
+        salt_at: str | None = None,
+        scheme: Scheme = "permutation",
+        num_salts: int | None = None,
+        key: int | str = 0,
+        tile: int = 4,
+        num_classes: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(strength=strength)
+        if scheme not in get_args(Scheme):
+            raise ConfigError(f"{self.name}: scheme must be one of {get_args(Scheme)}, got {scheme!r}")
+        if num_salts is not None and (isinstance(num_salts, bool) or not isinstance(num_salts, int) or num_salts < 2):
+            raise ConfigError(f"{self.name}: num_salts must be an integer >= 2, got {num_salts!r}")
+        if not isinstance(tile, int) or tile < 1:
+            raise ConfigError(f"{self.name}: tile must be a positive integer, got {tile!r}")
+        self.salt_at = salt_at
+        self.scheme: Scheme = scheme
+        self.num_salts = num_salts
+        self.key = key
+        self.tile = tile
+        self.num_classes = num_classes
+        self.seed = seed
+
+    def apply(self, split: SplitModel) -> SplitModel:
+        """A :class:`SaltedSplit` with freshly built salt layers; ``split`` itself at strength 0."""
+        if self.strength == 0:
+            return split
+        edge = trace(split.edge)
+        salt_at = self.salt_at or _first_salt_point(edge)
+        try:
+            pieces = cut(edge, at=salt_at)
+        except InvalidCutError:
+            raise ConfigError(self._bad_point(salt_at, edge)) from None
+        after = pieces.cloud
+        try:
+            _, layer = first_layer(after)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise ConfigError(f"{self.name}: salt_at={salt_at!r}: {exc}") from None
+        code = self._code(split.cloud)
+        original = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
+        channels = max(1, round(self.strength * original))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)  # the same salt layers for the same seed; the caller's stream untouched
+            widen_input(after, channels)  # type: ignore[arg-type]
+            if isinstance(layer, nn.Conv2d):
+                maps: SaltMaps | SaltVector = SaltMaps(num_salts=code.num_salts, channels=channels, tile=self.tile)
+            else:
+                maps = SaltVector(num_salts=code.num_salts, channels=channels)
+        salted = SaltedEdge(
+            before=pieces.edge,
+            maps=maps,
+            after=after,
+            code=code,
+            source=TorchSalts(code.num_salts),
+            salt_at=salt_at,
+        )
+        device = next(split.parameters()).device
+        deployed = SaltedSplit(salted.to(device), split.cloud, cut_name=split.cut_name)
+        deployed.train(split.training)
+        return deployed
+
+    def _code(self, cloud: nn.Module) -> SaltCode:
+        classes = self.num_classes or _output_size(cloud)
+        if self.scheme == "shift":
+            if self.num_salts not in (None, classes):
+                raise ConfigError(
+                    f"{self.name}: the shift code has exactly K={classes} salts, got num_salts={self.num_salts}"
+                )
+            return shift_code(classes)
+        return permutation_code(classes, num_salts=self.num_salts or classes, key=self.key)
+
+    def _bad_point(self, salt_at: str, edge: fx.GraphModule) -> str:
+        points = ", ".join(salt_points(edge)) or "none (the edge has no conv or linear layer after its first)"
+        return f"{self.name}: cannot salt after {salt_at!r}; salt points of this edge: {points}"
+
+    def options(self) -> dict[str, object]:
+        return {
+            "salt_at": self.salt_at,
+            "scheme": self.scheme,
+            "num_salts": self.num_salts,
+            "key": self.key,
+            "tile": self.tile,
+            "num_classes": self.num_classes,
+            "seed": self.seed,
+        }
+
+
+def salt_points(edge: nn.Module) -> list[str]:
+    """The points of ``edge`` after which a salt can enter and still be mixed on the edge."""
+    points = []
+    for name in valid_cuts(edge):
+        try:
+            first_layer(cut(edge, at=name).cloud)  # type: ignore[arg-type]
+        except (ConfigError, InvalidCutError):
+            continue
+        points.append(name)
+    return points
+
+
+def _first_salt_point(edge: fx.GraphModule) -> str:
+    points = salt_points(edge)
+    if not points:
+        raise ConfigError(
+            "salted: this edge has no point followed by a conv or linear layer on the edge; "
+            "cut deeper so that the salt is mixed before it crosses the network"
+        )
+    return points[0]
+
+
+def _output_size(cloud: nn.Module) -> int:
+    last = [m for m in cloud.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    if not last:
+        raise ConfigError("salted: cannot tell the number of classes from the cloud; pass num_classes")
+    layer = last[-1]
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
