@@ -159,6 +159,28 @@ def bench_report(directory: Annotated[Path, typer.Argument(help="A bench run dir
     typer.echo(f"report: {build_report(directory)}")
 
 
+@bench_app.command("frontier")
+def bench_frontier(
+    directory: Annotated[Path, typer.Argument(help="A bench run directory.")],
+    markdown: Annotated[bool, typer.Option(help="Print a markdown table (for docs) instead of a rich one.")] = False,
+) -> None:
+    """Print DIRECTORY's frontier: per deployed split, accuracy, every attack's SSIM, MI and costs."""
+    from splitveil.bench.results import read_rows
+    from splitveil.bench.tables import as_markdown, frontier_table
+
+    rows = read_rows(directory)
+    if not rows:
+        raise SplitveilError(f"no results in {directory}; run `splitveil bench run SPEC --out {directory}` first")
+    header, lines = frontier_table(rows)
+    if markdown:
+        typer.echo(as_markdown(header, lines))
+        return
+    table = Table(*header)
+    for line in lines:
+        table.add_row(*line)
+    _console().print(table)
+
+
 @bench_app.command("rmle-batching")
 def bench_rmle_batching(
     spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],

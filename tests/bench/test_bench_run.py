@@ -128,3 +128,28 @@ def test_salted_sweep_reports_output_privacy_per_observation(tmp_path):
     assert cells[("salted", 0.5)].edge_flops > cells[("none", 0.0)].edge_flops
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Output privacy" in html and "salt chance" in html
+
+
+def test_frontier_table_lists_every_attack_beside_the_strongest(bench_dir):
+    from splitveil.bench.tables import as_markdown, frontier_table
+
+    out, _ = bench_dir
+    rows = read_rows(out)
+    header, lines = frontier_table(rows)
+    assert header[5:7] == ["SSIM rmle", "SSIM inverse-network"] and "max SSIM" in header
+    assert [line[0] for line in lines] == ["conv11", "relu22"]
+    for line in lines:
+        assert float(line[header.index("max SSIM")]) == max(float(line[5]), float(line[6]))
+        assert line[header.index("loss (pts)")] == "0.00"  # undefended against itself
+    assert as_markdown(header, lines).count("\n") == len(lines) + 1
+
+
+def test_bench_frontier_command_prints_markdown(bench_dir):
+    from typer.testing import CliRunner
+
+    from splitveil.cli import app
+
+    out, _ = bench_dir
+    result = CliRunner().invoke(app, ["bench", "frontier", str(out), "--markdown"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("| cut | defense |") and "| relu22 | none |" in result.output

@@ -20,6 +20,7 @@ Options:
     num_salts: salts to draw from (default K; the shift needs exactly K).
     key: the client secret the permutation table is derived from [ours]. Keep it with the client.
     tile: the salt maps' pattern period in pixels (the transposed convolution's kernel and stride).
+    salt_scale: the initial std of the salt maps [ours: unit scale, so the salt is heard from the start].
     num_classes: K (default: the output size of the cloud's last linear layer).
     seed: the initial weights of the salt maps and of the widened layer's new inputs.
 """
@@ -60,6 +61,7 @@ class SaltedDefense(Defense):
         num_salts: int | None = None,
         key: int | str = 0,
         tile: int = 4,
+        salt_scale: float = 1.0,
         num_classes: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -70,11 +72,14 @@ class SaltedDefense(Defense):
             raise ConfigError(f"{self.name}: num_salts must be an integer >= 2, got {num_salts!r}")
         if not isinstance(tile, int) or tile < 1:
             raise ConfigError(f"{self.name}: tile must be a positive integer, got {tile!r}")
+        if isinstance(salt_scale, bool) or not isinstance(salt_scale, int | float) or not salt_scale > 0:
+            raise ConfigError(f"{self.name}: salt_scale must be a number > 0, got {salt_scale!r}")
         self.salt_at = salt_at
         self.scheme: Scheme = scheme
         self.num_salts = num_salts
         self.key = key
         self.tile = tile
+        self.salt_scale = float(salt_scale)
         self.num_classes = num_classes
         self.seed = seed
 
@@ -100,9 +105,11 @@ class SaltedDefense(Defense):
             torch.manual_seed(self.seed)  # the same salt layers for the same seed; the caller's stream untouched
             widen_input(after, channels)  # type: ignore[arg-type]
             if isinstance(layer, nn.Conv2d):
-                maps: SaltMaps | SaltVector = SaltMaps(num_salts=code.num_salts, channels=channels, tile=self.tile)
+                maps: SaltMaps | SaltVector = SaltMaps(
+                    num_salts=code.num_salts, channels=channels, tile=self.tile, scale=self.salt_scale
+                )
             else:
-                maps = SaltVector(num_salts=code.num_salts, channels=channels)
+                maps = SaltVector(num_salts=code.num_salts, channels=channels, scale=self.salt_scale)
         salted = SaltedEdge(
             before=pieces.edge,
             maps=maps,
@@ -137,6 +144,7 @@ class SaltedDefense(Defense):
             "num_salts": self.num_salts,
             "key": self.key,
             "tile": self.tile,
+            "salt_scale": self.salt_scale,
             "num_classes": self.num_classes,
             "seed": self.seed,
         }

@@ -24,16 +24,30 @@ from splitveil.salt.codes import SaltCode
 from splitveil.salt.sources import SaltSource
 
 
-class SaltMaps(nn.Module):
-    """Salt → ``channels`` feature maps of the activation's size, by a transposed convolution."""
+def _unit_scale(layer: nn.Module, scale: float) -> None:
+    # [ours] A one-hot input picks one kernel per salt, so the maps' values are the weights
+    # themselves; PyTorch's default (fan-in) initialisation makes them ~0.04, drowned by activations
+    # of order 0.1-1, and training from scratch then plateaus at chance for epochs (measured on
+    # Fashion-MNIST: 11% against 32% after six epochs with std 0.7 for the cyclic shift).
+    nn.init.normal_(layer.weight, std=scale)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
 
-    def __init__(self, *, num_salts: int, channels: int, tile: int = 4) -> None:
+
+class SaltMaps(nn.Module):
+    """Salt → ``channels`` feature maps of the activation's size, by a transposed convolution.
+
+    ``scale`` is the initial std of the maps (the kernels): the salt must be heard from the start.
+    """
+
+    def __init__(self, *, num_salts: int, channels: int, tile: int = 4, scale: float = 1.0) -> None:
         super().__init__()
         if channels < 1 or tile < 1:
             raise ValueError(f"SaltMaps needs channels >= 1 and tile >= 1, got {channels} and {tile}")
         self.num_salts = num_salts
         self.tile = tile
         self.expand = nn.ConvTranspose2d(num_salts, channels, kernel_size=tile, stride=tile)
+        _unit_scale(self.expand, scale)
 
     def forward(self, salt: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         height, width = activation.shape[-2:]
@@ -45,10 +59,11 @@ class SaltMaps(nn.Module):
 class SaltVector(nn.Module):
     """Salt → ``channels`` values appended to a flat activation."""
 
-    def __init__(self, *, num_salts: int, channels: int) -> None:
+    def __init__(self, *, num_salts: int, channels: int, scale: float = 1.0) -> None:
         super().__init__()
         self.num_salts = num_salts
         self.embed = nn.Linear(num_salts, channels)
+        _unit_scale(self.embed, scale)
 
     def forward(self, salt: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         return self.embed(F.one_hot(salt, self.num_salts).to(activation.dtype))
