@@ -176,3 +176,13 @@ def test_plan_with_an_unknown_constraint_is_one_clear_line(tmp_path):
     result = run_cli("plan", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "unknown key 'constraints.max_flops'" in result.stderr and "max_edge_flops" in result.stderr
+
+
+def test_bench_run_can_run_one_cut_of_a_spec(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    args = ["bench", "run", str(tiny_spec), "--out", str(out), "--cut", "relu22", "--cache-dir", str(tmp_path / "c")]
+    result = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {row["cut"] for row in rows} == {"relu22"}  # instead of the spec's conv11
+    assert "- relu22" in (out / "spec.resolved.yaml").read_text()

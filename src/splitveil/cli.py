@@ -141,13 +141,17 @@ def bench_run(
         Path | None, typer.Option(help="Checkpoint cache (default $SPLITVEIL_CACHE or ~/.cache/splitveil).")
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Directory holding the dataset's files.")] = None,
+    cuts: Annotated[
+        list[str] | None, typer.Option("--cut", help="Run only these cuts instead of the spec's (repeatable).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run every cell of SPEC not already in OUT, then write OUT/report.html."""
     from splitveil.bench import run_bench
     from splitveil.config import load_spec
 
-    rows = run_bench(load_spec(spec, {"data.data_dir": data_dir}), out, cache=_cache(cache_dir), progress=progress)
+    resolved = load_spec(spec, {"data.data_dir": data_dir, "cuts": cuts or None})
+    rows = run_bench(resolved, out, cache=_cache(cache_dir), progress=progress)
     typer.echo(f"{len(rows)} result rows in {out / 'results.jsonl'}; report: {out / 'report.html'}")
 
 
