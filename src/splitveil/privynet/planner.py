@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from splitveil.bench.audit import run_attack
+from splitveil.bench.audit import AttackOutcome, run_attack
 from splitveil.checkpoint import CheckpointCache
-from splitveil.config import ExperimentSpec
+from splitveil.config import AttackSpec, ExperimentSpec
 from splitveil.data import DatasetSplits, ImageSet, load_dataset
 from splitveil.errors import ConfigError
 from splitveil.experiment import TrainedModel, build_model, train_or_load
@@ -232,37 +232,25 @@ class _Search:
         )
         if not candidate.within_budget:
             return candidate
-        fit(split, self.data, self.spec.cloud_train, seed=self.spec.seed, progress=self.progress)
-        split.eval()
-        candidate.accuracy = evaluate(split, self.data.test)["accuracy"]
-        outcome = run_attack(
-            split,
-            self.spec.attack,
-            data=self.data,
-            targets=self.targets,
-            evaluator=None,
-            seed=self.spec.seed,
-            progress=self.progress,
-        )
+        candidate.accuracy, outcome = self.train_and_attack(split, self.spec.attack, seed=self.spec.seed)
         candidate.ssim, candidate.psnr = outcome.ssim, outcome.psnr
         candidate.feasible = meets_privacy(self.spec.constraints, candidate.ssim, margin=self.spec.privacy_margin)
         return candidate
 
-    def verify(self, chosen: Candidate) -> dict[str, Any]:
-        """Rebuild and retrain the chosen topology, attack it afresh (``verify_attack``, seed + 1)."""
-        split = self.build(chosen.layer, chosen.keep)
+    def train_and_attack(self, split: SplitModel, attack: AttackSpec, *, seed: int) -> tuple[float, AttackOutcome]:
+        """Train the cloud NN, then attack the deployed split: ``(test accuracy, the attack's outcome)``."""
         fit(split, self.data, self.spec.cloud_train, seed=self.spec.seed, progress=self.progress)
         split.eval()
         accuracy = evaluate(split, self.data.test)["accuracy"]
         outcome = run_attack(
-            split,
-            self.spec.verify_attack,
-            data=self.data,
-            targets=self.targets,
-            evaluator=None,
-            seed=self.spec.seed + 1,
-            progress=self.progress,
+            split, attack, data=self.data, targets=self.targets, evaluator=None, seed=seed, progress=self.progress
         )
+        return accuracy, outcome
+
+    def verify(self, chosen: Candidate) -> dict[str, Any]:
+        """Rebuild and retrain the chosen topology, attack it afresh (``verify_attack``, seed + 1)."""
+        split = self.build(chosen.layer, chosen.keep)
+        accuracy, outcome = self.train_and_attack(split, self.spec.verify_attack, seed=self.spec.seed + 1)
         profile = split.profile(self.data.input_shape)
         costs = {
             "edge_flops": profile.edge_flops,
