@@ -17,18 +17,26 @@ from torch import fx, nn
 from splitveil.errors import ConfigError
 
 #: Modules that act on each channel alike (or on none): channel counts pass through them unchanged.
-CHANNEL_AGNOSTIC = (
+#: (The funnel's walk back from the cut adds BatchNorm2d, whose per-channel parameters it rebuilds.)
+CHANNEL_AGNOSTIC: tuple[type[nn.Module], ...] = (
     nn.ReLU,
+    nn.ReLU6,
     nn.LeakyReLU,
     nn.ELU,
     nn.GELU,
     nn.SiLU,
-    nn.Tanh,
+    nn.Mish,
     nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
     nn.MaxPool2d,
     nn.AvgPool2d,
-    nn.Dropout,
-    nn.Identity,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
 )
 
 Layer = nn.Conv2d | nn.Linear

@@ -168,17 +168,9 @@ class OutputInferenceAttack:
         return head
 
 
-def audit_output_privacy(
-    split: SplitModel,
-    *,
-    aux: ImageSet,
-    targets: ImageSet,
-    observe: Observation = "logits",
-    epochs: int = 20,
-    seed: int = 0,
-    progress: bool = True,
-) -> OutputPrivacy:
-    """Fit :class:`OutputInferenceAttack` on ``aux`` queries, score it on ``targets`` (fresh salts)."""
+@torch.no_grad()
+def observe_audit(split: SplitModel, *, aux: ImageSet, targets: ImageSet, seed: int) -> tuple[CloudView, CloudView]:
+    """What the cloud sees of the attacker's ``aux`` queries and of the ``targets``, salts seeded by ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the device's salts for the attacker's queries and the targets, reproducibly
         was_training = split.training
@@ -186,7 +178,22 @@ def audit_output_privacy(
         seen_aux = observe_queries(split, aux.images)
         seen_targets = observe_queries(split, targets.images)
         split.train(was_training)
-    num_salts = split.edge.code.num_salts if isinstance(split, SaltedSplit) else None
+    return seen_aux, seen_targets
+
+
+def score_observation(
+    seen: tuple[CloudView, CloudView],
+    *,
+    aux: ImageSet,
+    targets: ImageSet,
+    num_salts: int | None,
+    observe: Observation = "logits",
+    epochs: int = 20,
+    seed: int = 0,
+    progress: bool = True,
+) -> OutputPrivacy:
+    """Fit :class:`OutputInferenceAttack` on the seen ``aux`` queries, score it on the seen ``targets``."""
+    seen_aux, seen_targets = seen
     attack = OutputInferenceAttack(observe=observe, epochs=epochs, seed=seed, progress=progress)
     attack.fit(seen_aux, aux.labels, num_salts=num_salts)
     label_accuracy = float((attack.predict_labels(seen_targets) == targets.labels).float().mean())
@@ -202,4 +209,33 @@ def audit_output_privacy(
         label_chance=1 / int(seen_targets.logits.shape[1]),
         salt_accuracy=salt_accuracy,
         salt_chance=None if num_salts is None else 1 / num_salts,
+    )
+
+
+def salt_count(split: SplitModel) -> int | None:
+    """How many salts a salted split draws from (None: not salted)."""
+    return split.edge.code.num_salts if isinstance(split, SaltedSplit) else None
+
+
+def audit_output_privacy(
+    split: SplitModel,
+    *,
+    aux: ImageSet,
+    targets: ImageSet,
+    observe: Observation = "logits",
+    epochs: int = 20,
+    seed: int = 0,
+    progress: bool = True,
+) -> OutputPrivacy:
+    """Fit :class:`OutputInferenceAttack` on ``aux`` queries, score it on ``targets`` (fresh salts)."""
+    seen = observe_audit(split, aux=aux, targets=targets, seed=seed)
+    return score_observation(
+        seen,
+        aux=aux,
+        targets=targets,
+        num_salts=salt_count(split),
+        observe=observe,
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
     )

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from splitveil.attacks import ATTACKS, AttackerView, create_attack
-from splitveil.attacks.output_inference import audit_output_privacy
+from splitveil.attacks.output_inference import observe_audit, salt_count, score_observation
 from splitveil.config import AttackSpec, MineSpec, OutputAuditSpec
 from splitveil.data import DatasetSplits, ImageSet
 from splitveil.metrics import estimate_mi, mse, privacy_accuracy, psnr, ssim
@@ -76,9 +76,9 @@ def output_privacy(
     if not spec.enabled:
         return None
     targets = data.test.take(spec.targets)
+    seen = observe_audit(split, aux=data.aux, targets=targets, seed=seed)  # one pass serves every observation
+    options = {"aux": data.aux, "targets": targets, "num_salts": salt_count(split), "epochs": spec.epochs}
     return {
-        observe: audit_output_privacy(
-            split, aux=data.aux, targets=targets, observe=observe, epochs=spec.epochs, seed=seed, progress=progress
-        ).as_dict()
+        observe: score_observation(seen, observe=observe, seed=seed, progress=progress, **options).as_dict()
         for observe in spec.observe
     }

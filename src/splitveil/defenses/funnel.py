@@ -22,6 +22,7 @@ from torch import fx, nn
 
 from splitveil.errors import ConfigError
 from splitveil.split import SplitModel, trace
+from splitveil.surgery import CHANNEL_AGNOSTIC, replace_module
 
 
 class SqueezeExcitation(nn.Module):
@@ -132,27 +133,7 @@ class UpProjection(nn.Module):
 # Layers that keep the channel count and the channel order of their (first) input: walking back
 # from the edge's output through them reaches the layer that sets the count. BatchNorm2d keeps the
 # count but has per-channel parameters, which replacing the last conv must rebuild.
-_CHANNEL_PRESERVING_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.BatchNorm2d,
-)
+_CHANNEL_PRESERVING_MODULES: tuple[type[nn.Module], ...] = (*CHANNEL_AGNOSTIC, nn.BatchNorm2d)
 _CHANNEL_PRESERVING_FUNCTIONS = frozenset(
     {
         operator.add,
@@ -266,7 +247,7 @@ def _edge_with_funnel_conv(
         padding=conv.padding,  # type: ignore[arg-type]
         bias=conv.bias is not None,
     ).train(conv.training)
-    _set_submodule(edge, str(found.source.target), funnel)
+    replace_module(edge, str(found.source.target), funnel)
     for node in found.tail:
         if node.op == "call_module" and isinstance(norm := edge.get_submodule(node.target), nn.BatchNorm2d):
             rebuilt = nn.BatchNorm2d(
@@ -276,7 +257,7 @@ def _edge_with_funnel_conv(
                 affine=norm.affine,
                 track_running_stats=norm.track_running_stats,
             ).train(norm.training)
-            _set_submodule(edge, str(node.target), rebuilt)
+            replace_module(edge, str(node.target), rebuilt)
     return edge
 
 
@@ -318,8 +299,3 @@ def _preserves_channels(node: fx.Node, module: nn.Module | None) -> bool:
 
 def _describe(node: fx.Node, module: nn.Module | None) -> str:
     return f"{type(module).__name__} {node.target!r}" if module is not None else f"{node.op} {node.name!r}"
-
-
-def _set_submodule(root: nn.Module, qualified_name: str, module: nn.Module) -> None:
-    parent, _, leaf = qualified_name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, module)
