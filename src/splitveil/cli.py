@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from splitveil import serve_commands
 from splitveil.errors import SplitveilError
 
 app = typer.Typer(
@@ -342,6 +343,11 @@ def _cost_table(cuts: list[dict[str, object]]) -> Table:
             f"{row['cloud_params']:,}",
         )
     return table
+
+
+app.command()(serve_commands.export)
+app.command()(serve_commands.serve)
+app.command()(serve_commands.infer)
 
 
 def main() -> None:

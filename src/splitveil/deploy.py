@@ -12,7 +12,7 @@ defense active as deployed (noise sampled, from a generator seeded by the spec).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -41,6 +41,8 @@ class DeployedSplit:
     defense: Defense
     accuracy: float
     from_cache: bool
+    #: The defense's structural record (:meth:`Defense.finalize`), to rebuild the split elsewhere.
+    finalize_record: dict[str, Any] = field(default_factory=dict)
 
 
 def deploy(
@@ -59,15 +61,16 @@ def deploy(
     else:
         defense = create_defense(defense_spec.name, strength=strength, **defense_spec.options)
     needs_training = defense_spec is not None and strength > 0 and _trains(defense_spec, defense)
+    record: dict[str, Any] = {}
     if needs_training:
-        split, from_cache = _train_defended(spec, trained, cut_name, defense_spec, defense, cache, progress)
+        split, from_cache, record = _train_defended(spec, trained, cut_name, defense_spec, defense, cache, progress)
     else:
         split, from_cache = defense.apply(cut(trained.model, at=cut_name)), True
     split.eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)  # noise defenses draw from the global generator, as deployed
         accuracy = evaluate(split, trained.data.test, batch_size=spec.train.eval_batch_size)["accuracy"]
-    return DeployedSplit(split=split, defense=defense, accuracy=accuracy, from_cache=from_cache)
+    return DeployedSplit(split=split, defense=defense, accuracy=accuracy, from_cache=from_cache, finalize_record=record)
 
 
 def _trains(defense_spec: DefenseSpec, defense: Defense) -> bool:
@@ -97,7 +100,7 @@ def _train_defended(
     defense: Defense,
     cache: CheckpointCache | None,
     progress: bool,
-) -> tuple[SplitModel, bool]:
+) -> tuple[SplitModel, bool, dict[str, Any]]:
     cache = cache or CheckpointCache.default()
     epochs = defense_spec.epochs or spec.train.epochs
     key = defended_cache_key(trained, cut_name, defense_spec, defense, epochs)
@@ -107,9 +110,10 @@ def _train_defended(
         model.load_state_dict(trained.model.state_dict())
     split = defense.apply(cut(model, at=cut_name))
     if cache.contains(key):
-        defense.restore(split, read_metadata(entry).get("finalize", {}))
+        record = read_metadata(entry).get("finalize", {})
+        defense.restore(split, record)
         load_weights(entry, split)
-        return split, True
+        return split, True, record
     config = spec.train.model_copy(update={"epochs": epochs})
     train = {"seed": spec.seed, "loss_terms": [defense.loss_terms], "keep": "last", "progress": progress}
     result = fit(split, trained.data, config, hooks=defense.hooks(), **train)
@@ -129,4 +133,4 @@ def _train_defended(
         "versions": environment_versions(),
     }
     save_checkpoint(entry, split, metadata)
-    return split, False
+    return split, False, record

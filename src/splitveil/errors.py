@@ -36,3 +36,11 @@ class CheckpointError(SplitveilError, ValueError):
 
 class CapabilityError(SplitveilError, PermissionError):
     """An attack asked for (or was built without) a capability its threat model requires."""
+
+
+class WireFormatError(SplitveilError, ValueError):
+    """A request or response body is not a well-formed splitveil tensor (see ``splitveil.serve.codec``)."""
+
+
+class ServeError(SplitveilError, RuntimeError):
+    """The cloud server could not be reached, refused a request, or answered something unusable."""

@@ -27,6 +27,8 @@ from splitveil.train import Batch, TrainHook
 class Defense(ABC):  # noqa: B024 (every method has a default; subclasses override what they need)
     """Base class of every defense; subclasses override what they need."""
 
+    #: Options that are client secrets (a salt key): a deployment keeps them out of the cloud's files.
+    client_options: tuple[str, ...] = ()
     #: The name the defense is registered under (``describe()["defense"]``); empty: the class name.
     name: ClassVar[str] = ""
 

@@ -51,6 +51,7 @@ class SaltedDefense(Defense):
 
     name = "salted"
     requires_training = True
+    client_options = ("key",)
 
     def __init__(
         self,

@@ -1,0 +1,131 @@
+"""Dynamic micro-batching: concurrent requests share one forward pass of the cloud.
+
+The batcher is greedy: while the model computes one batch, new requests queue up, and the next
+batch takes everything queued (up to ``max_batch`` samples). Under light load a request therefore
+runs at once, alone, with no added delay; under heavy load batches grow by themselves. ``max_wait``
+optionally holds a batch open a little longer to collect more (throughput for latency).
+
+The model runs in one worker thread, so the event loop keeps accepting and parsing requests while
+it computes (torch releases the GIL inside its kernels).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class _Pending:
+    inputs: torch.Tensor
+    done: asyncio.Future[torch.Tensor] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class MicroBatcher:
+    """Runs ``forward`` on batches of up to ``max_batch`` samples gathered from concurrent ``submit``s."""
+
+    def __init__(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        max_batch: int = 64,
+        max_wait: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait}")
+        self.forward = forward
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._carry: _Pending | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitveil-cloud")
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Finish every request already submitted, then stop the worker."""
+        if self._worker is not None:
+            await self._queue.put(None)
+            await self._worker
+            self._worker = None
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The forward pass's output for ``inputs`` (a batch of one or more samples)."""
+        if self._worker is None:
+            raise RuntimeError("the batcher is not running")
+        pending = _Pending(inputs)
+        await self._queue.put(pending)
+        return await pending.done
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._gather()
+            if not batch:
+                return
+            await self._compute(batch)
+
+    async def _gather(self) -> list[_Pending]:
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        if first is None:
+            return []
+        batch, samples = [first], len(first.inputs)
+        deadline = asyncio.get_running_loop().time() + self.max_wait
+        while samples < self.max_batch:
+            item = await self._next(deadline)
+            if item is None:  # nothing more in time, or a stop request (left queued for _gather)
+                break
+            if samples + len(item.inputs) > self.max_batch:
+                self._carry = item  # starts the next batch
+                break
+            batch.append(item)
+            samples += len(item.inputs)
+        return batch
+
+    async def _next(self, deadline: float) -> _Pending | None:
+        try:
+            item = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return None
+            try:
+                item = await asyncio.wait_for(self._queue.get(), remaining)
+            except TimeoutError:
+                return None
+        if item is None:  # stop requested: serve this batch first, then see the request again
+            self._queue.put_nowait(None)
+        return item
+
+    async def _compute(self, batch: list[_Pending]) -> None:
+        inputs = torch.cat([item.inputs for item in batch]) if len(batch) > 1 else batch[0].inputs
+        if self.on_batch is not None:
+            self.on_batch(len(inputs))
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._forward, inputs)
+        except Exception as exc:  # every waiting request learns why its batch failed
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(exc)
+            return
+        start = 0
+        for item in batch:
+            end = start + len(item.inputs)
+            if not item.done.done():  # the client may have gone away
+                item.done.set_result(outputs[start:end])
+            start = end
+
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.forward(inputs)

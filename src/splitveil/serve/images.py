@@ -1,0 +1,56 @@
+"""Images from files for ``splitveil infer``: PNG/JPEG (via imageio) or NumPy ``.npy`` arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from splitveil.errors import ConfigError
+
+
+def load_images(paths: list[Path], input_shape: tuple[int, int, int]) -> tuple[torch.Tensor, list[str]]:
+    """The files at ``paths`` as one ``(N, C, H, W)`` float tensor in [0, 1] matching ``input_shape``,
+    and a name for each image (the file, with an index for the images of a batch file).
+
+    A ``.npy`` file may hold one image (``H, W`` or ``C, H, W``) or a batch (``N, C, H, W``);
+    integer arrays are read as 0..255. Colour images are averaged to grey for one-channel models.
+    """
+    batches = [_read(path, input_shape) for path in paths]
+    names = [
+        str(path) if len(batch) == 1 else f"{path}[{i}]"
+        for path, batch in zip(paths, batches, strict=True)
+        for i in range(len(batch))
+    ]
+    return (torch.cat(batches) if batches else torch.empty(0, *input_shape)), names
+
+
+def _read(path: Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
+    if not path.is_file():
+        raise ConfigError(f"image {path} does not exist")
+    if path.suffix.lower() == ".npy":
+        array = np.load(path, allow_pickle=False)
+    else:
+        import imageio.v3 as iio
+
+        try:
+            array = iio.imread(path)
+        except Exception as exc:  # imageio raises many types for unreadable files
+            raise ConfigError(f"cannot read image {path}: {exc}") from None
+        if array.ndim == 3:
+            array = np.moveaxis(array[..., :3], -1, 0)  # H, W, RGB(A) -> C, H, W
+    values = torch.from_numpy(np.ascontiguousarray(array))
+    values = values.float() / 255 if not values.dtype.is_floating_point else values.float()
+    while values.dim() < 4:
+        values = values.unsqueeze(0)
+    channels, height, width = input_shape
+    if values.shape[1] != channels and channels == 1:
+        values = values.mean(dim=1, keepdim=True)
+    if tuple(values.shape[1:]) != input_shape:
+        raise ConfigError(
+            f"{path}: image of shape {tuple(values.shape[1:])} (C, H, W), but the model takes {input_shape}; resize it first"
+        )
+    if values.min() < 0 or values.max() > 1:
+        raise ConfigError(f"{path}: pixel values must lie in [0, 1] (floats) or 0..255 (integers)")
+    return values

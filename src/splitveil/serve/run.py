@@ -1,0 +1,66 @@
+"""Run the cloud server in this process: uvicorn, TLS when given a certificate, graceful drain.
+
+On SIGTERM or SIGINT the server stops accepting connections, answers ``/readyz`` with 503, lets the
+requests in flight finish (up to ``drain_timeout`` seconds), stops the batcher, and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import FrameType
+
+import torch
+import uvicorn
+
+from splitveil.errors import ConfigError
+from splitveil.serve.bundle import load_half
+from splitveil.serve.server import ServerSettings, ServerState, create_app
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server, which also tells readiness probes that it is draining as soon as it is asked to stop."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self._state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._state.draining = True
+        super().handle_exit(sig, frame)
+
+
+def serve(
+    checkpoint: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServerSettings | None = None,
+    certfile: str | Path | None = None,
+    keyfile: str | Path | None = None,
+    threads: int = 1,
+    drain_timeout: float = 30.0,
+    log_level: str = "warning",
+) -> None:
+    """Serve the cloud half of the bundle at ``checkpoint`` until stopped."""
+    if (certfile is None) != (keyfile is None):
+        raise ConfigError("TLS needs both --cert and --key (or neither, for plain HTTP)")
+    for path in (certfile, keyfile):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"TLS file {path} does not exist")
+    torch.set_num_threads(threads)
+    cloud = load_half(checkpoint, "cloud")
+    app = create_app(cloud, settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(certfile) if certfile else None,
+        ssl_keyfile=str(keyfile) if keyfile else None,
+        timeout_graceful_shutdown=drain_timeout,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+    )
+    logging.getLogger("splitveil.serve").info("serving %s on %s:%d", checkpoint, host, port)
+    _DrainingServer(config, app.state.splitveil).run()

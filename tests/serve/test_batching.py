@@ -1,0 +1,92 @@
+"""Micro-batching: concurrent requests share forward passes and each gets its own rows back."""
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+from splitveil.serve.batching import MicroBatcher
+
+
+def _run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_concurrent_requests_are_batched_and_answered_in_order():
+    sizes = []
+
+    def slow_double(x):
+        time.sleep(0.02)  # while one batch computes, the others queue up
+        return x * 2
+
+    async def scenario():
+        batcher = MicroBatcher(slow_double, max_batch=16, on_batch=sizes.append)
+        await batcher.start()
+        inputs = [torch.full((1 + i % 3, 2), float(i)) for i in range(12)]
+        outputs = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        await batcher.stop()
+        return inputs, outputs
+
+    inputs, outputs = _run(scenario())
+    for x, y in zip(inputs, outputs, strict=True):
+        assert torch.equal(y, x * 2)
+    assert sum(sizes) == sum(len(x) for x in inputs)
+    assert max(sizes) > 1 and max(sizes) <= 16
+
+
+def test_max_batch_one_disables_batching():
+    sizes = []
+
+    async def scenario():
+        batcher = MicroBatcher(lambda x: x, max_batch=1, on_batch=sizes.append)
+        await batcher.start()
+        await asyncio.gather(*(batcher.submit(torch.zeros(1, 1)) for _ in range(6)))
+        await batcher.stop()
+
+    _run(scenario())
+    assert sizes == [1] * 6
+
+
+def test_a_failing_forward_fails_only_its_batch():
+    async def scenario():
+        def forward(x):
+            if (x < 0).any():
+                raise ValueError("negative")
+            return x
+
+        batcher = MicroBatcher(forward, max_batch=1)
+        await batcher.start()
+        results = await asyncio.gather(
+            batcher.submit(-torch.ones(1)), batcher.submit(torch.ones(1)), return_exceptions=True
+        )
+        await batcher.stop()
+        return results
+
+    bad, good = _run(scenario())
+    assert isinstance(bad, ValueError) and torch.equal(good, torch.ones(1))
+
+
+def test_stop_drains_what_was_submitted():
+    release = threading.Event()
+
+    async def scenario():
+        batcher = MicroBatcher(lambda x: (release.wait(5), x)[1], max_batch=2)
+        await batcher.start()
+        pending = [asyncio.create_task(batcher.submit(torch.full((1,), float(i)))) for i in range(5)]
+        await asyncio.sleep(0.01)
+        stopping = asyncio.create_task(batcher.stop())
+        release.set()
+        await stopping
+        return [task.result() for task in pending]
+
+    results = _run(scenario())
+    assert [int(r) for r in results] == list(range(5))
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="max_batch"):
+        MicroBatcher(lambda x: x, max_batch=0)
+    with pytest.raises(ValueError, match="max_wait"):
+        MicroBatcher(lambda x: x, max_wait=-1)

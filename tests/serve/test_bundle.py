@@ -1,0 +1,47 @@
+"""Bundles: each half rebuilds on its own and together they compute the deployed split."""
+
+import json
+
+import pytest
+import torch
+
+from splitveil.config import DefenseSpec
+from splitveil.errors import CheckpointError
+from splitveil.serve import load_half
+
+
+@pytest.mark.parametrize(
+    "defense",
+    [
+        None,
+        DefenseSpec(name="nopeek", strengths=[1.0], epochs=1),
+        DefenseSpec(name="siftfunnel", strengths=[1.0], epochs=1),
+    ],
+    ids=["none", "nopeek", "siftfunnel"],
+)
+def test_halves_loaded_apart_compute_the_deployed_split(make_bundle, tiny_data, defense):
+    out, deployed = make_bundle(defense, 1.0 if defense else 0.0)
+    edge, cloud = load_half(out, "edge").module, load_half(out, "cloud").module
+    x = tiny_data.test.images[:8]
+    with torch.no_grad():
+        assert torch.allclose(cloud(edge(x)), deployed.split(x), atol=1e-6)
+
+
+def test_salt_key_stays_in_the_edge_half(make_bundle, tiny_data):
+    salted = DefenseSpec(name="salted", strengths=[0.5], options={"key": "client-secret-42"}, epochs=1)
+    out, deployed = make_bundle(salted, 0.5)
+    cloud_files = b"".join(path.read_bytes() for path in (out / "cloud").iterdir())
+    assert b"client-secret-42" not in cloud_files
+    assert json.loads((out / "edge" / "meta.json").read_text())["defense"]["options"]["key"] == "client-secret-42"
+    edge, cloud = load_half(out, "edge").module, load_half(out, "cloud").module
+    x, salt = tiny_data.test.images[:8], torch.arange(8) % 3
+    with torch.no_grad():
+        expected = deployed.split.salted_forward(x, salt)[1]
+        assert torch.allclose(cloud(edge(x, salt)), expected, atol=1e-6)
+
+
+def test_wrong_half_and_foreign_directories_are_named(bundle, tmp_path):
+    with pytest.raises(CheckpointError, match="holds the edge half"):
+        load_half(bundle / "edge", "cloud")
+    with pytest.raises(CheckpointError, match="no checkpoint metadata"):
+        load_half(tmp_path, "cloud")

@@ -1,0 +1,114 @@
+"""The wire format: round trips, size and error bounds of each codec, and malformed bodies."""
+
+import struct
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from splitveil.errors import WireFormatError
+from splitveil.serve.codec import CODECS, decode, encode, read_header
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_float32_round_trip_is_exact(compress):
+    z = torch.randn(3, 4, 5, 5)
+    assert torch.equal(decode(encode(z, compress=compress)), z)
+
+
+def test_float16_round_trip_is_within_half_precision():
+    z = torch.randn(2, 8, 7, 7) * 3
+    back = decode(encode(z, codec="float16"))
+    assert torch.allclose(back, z, rtol=1e-3, atol=1e-3)
+
+
+def test_int8_error_is_at_most_half_a_step_of_each_channel():
+    z = torch.rand(2, 3, 6, 6) * torch.tensor([0.01, 1.0, 100.0]).view(1, 3, 1, 1)
+    back = decode(encode(z, codec="int8"))
+    step = (z.amax(dim=(2, 3)) - z.amin(dim=(2, 3))) / 255
+    assert ((back - z).abs() <= step[..., None, None] / 2 + 1e-6).all()
+
+
+def test_int8_flat_features_quantise_per_sample():
+    z = torch.stack([torch.linspace(0, 1, 50), torch.linspace(-100, 100, 50)])
+    back = decode(encode(z, codec="int8"))
+    assert (back[0] - z[0]).abs().max() <= 1 / 255 / 2 + 1e-6
+
+
+def test_constant_channels_survive_int8():
+    z = torch.full((1, 2, 3, 3), 0.75)
+    assert torch.equal(decode(encode(z, codec="int8")), z)
+
+
+def test_sizes_shrink_as_documented():
+    z = torch.rand(1, 32, 14, 14)
+    sizes = {codec: len(encode(z, codec=codec)) for codec in CODECS}
+    assert sizes["float32"] / sizes["float16"] > 1.99
+    assert sizes["float32"] / sizes["int8"] > 3.5
+    relu = torch.relu(torch.randn(1, 32, 14, 14))
+    assert len(encode(relu, compress=True)) < len(encode(relu))
+
+
+def test_header_reports_shape_and_codec_without_decoding():
+    header = read_header(encode(torch.zeros(2, 3), codec="float16", compress=True))
+    assert (header.codec, header.compressed, header.shape) == ("float16", True, (2, 3))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "shorter than"),
+        (b"XYZ\x01\x00\x00\x01\x02\x00\x00\x00", "not a splitveil tensor"),
+        (b"SVT\x09\x00\x00\x01\x02\x00\x00\x00", "version 9"),
+        (b"SVT\x01\x07\x00\x01\x02\x00\x00\x00", "unknown codec id"),
+        (b"SVT\x01\x00\x02\x01\x02\x00\x00\x00", "unknown header flags"),
+        (b"SVT\x01\x00\x00\x00", "ndim 0"),
+        (b"SVT\x01\x00\x00\x02\x02\x00", "ends inside"),
+        (b"SVT\x01\x00\x00\x01\x02\x00\x00\x00" + b"\x00" * 7, "needs 8"),
+    ],
+)
+def test_malformed_bodies_are_named(body, message):
+    with pytest.raises(WireFormatError, match=message):
+        decode(body)
+
+
+def test_compressed_body_cannot_inflate_past_its_shape():
+    import zstandard
+
+    bomb = zstandard.ZstdCompressor().compress(b"\x00" * 10_000_000)
+    body = b"SVT\x01\x00\x01\x01" + struct.pack("<I", 4) + bomb
+    with pytest.raises(WireFormatError, match="needs 16"):
+        decode(body)
+
+
+def test_non_finite_values_are_refused_both_ways():
+    with pytest.raises(WireFormatError, match="NaN"):
+        encode(torch.tensor([1.0, float("nan")]))
+    body = b"SVT\x01\x00\x00\x01" + struct.pack("<I", 1) + struct.pack("<f", float("inf"))
+    with pytest.raises(WireFormatError, match="infinite"):
+        decode(body)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=1, max_size=4),
+    codec=st.sampled_from(CODECS),
+    compress=st.booleans(),
+    scale=st.floats(1e-3, 1e3),
+)
+def test_every_codec_round_trips_any_shape(shape, codec, compress, scale):
+    z = torch.randn(*shape) * scale
+    back = decode(encode(z, codec=codec, compress=compress))
+    assert back.shape == z.shape and back.dtype == torch.float32
+    tolerance = {"float32": 0.0, "float16": 1e-3 * scale * 8, "int8": (z.max() - z.min()).item() / 255}
+    assert (back - z).abs().max().item() <= tolerance[codec] + 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_random_bytes_never_crash_the_decoder(body):
+    try:
+        decode(body)
+    except WireFormatError:
+        pass

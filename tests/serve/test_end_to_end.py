@@ -1,0 +1,162 @@
+"""Real server processes on loopback classify real Fashion-MNIST images through EdgeClient."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from splitveil.checkpoint import CheckpointCache
+from splitveil.config import parse_spec
+from splitveil.deploy import deploy
+from splitveil.errors import ServeError
+from splitveil.experiment import train_or_load
+from splitveil.salt.sources import KeyedSalts
+from splitveil.serve import export_bundle
+from splitveil.serve.client import EdgeClient
+
+from .servers import free_port, running_server, self_signed_certificate
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "e2e-token"
+SPEC = parse_spec(
+    {
+        "name": "serve-e2e",
+        "data": {"name": "fashion-mnist", "limit": 3000},
+        "model": {"name": "he-cnn", "options": {"widths": [8, 16, 16], "hidden": 32}},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3},
+        "defenses": [
+            {"name": "nopeek", "strengths": [1.0], "epochs": 2},
+            {
+                "name": "salted",
+                "strengths": [0.5],
+                "epochs": 8,
+                "options": {"key": "device-secret", "salt_at": "pool1"},
+            },
+        ],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def deployments(tmp_path_factory):
+    """Bundles of the undefended, NoPeek-defended and salted splits at relu22, with their in-process splits."""
+    root = tmp_path_factory.mktemp("serve")
+    cache = CheckpointCache(root / "cache")
+    trained = train_or_load(SPEC, cache=cache, progress=False)
+    out = {}
+    for defense in [None, *SPEC.defenses]:
+        strength = defense.strengths[0] if defense else 0.0
+        deployed = deploy(SPEC, trained, "relu22", defense, strength, cache=cache, progress=False)
+        name = defense.name if defense else "none"
+        bundle = export_bundle(
+            root / name, spec=SPEC, trained=trained, deployed=deployed, defense_spec=defense, strength=strength
+        )
+        out[name] = (bundle, deployed.split.eval())
+    tokens = root / "tokens"
+    tokens.write_text(f"# clients\n{TOKEN}\n")
+    return out, tokens, trained.data.test.take(48)
+
+
+def _reference(name, split, images, salts):
+    with torch.no_grad():
+        if name == "salted":
+            salt = salts.draw(len(images))
+            return split.decode(split.salted_forward(images, salt)[1], salt)
+        return split(images)
+
+
+@pytest.mark.parametrize("name", ["none", "nopeek", "salted"])
+def test_remote_predictions_equal_the_in_process_split(deployments, name):
+    bundles, tokens, test = deployments
+    bundle, split = bundles[name]
+    salts = {"salts": KeyedSalts(10, secret="device-secret")} if name == "salted" else {}
+    expected = _reference(name, split, test.images, KeyedSalts(10, secret="device-secret"))
+    with running_server(bundle, tokens_file=tokens) as (url, _):
+        with EdgeClient.from_bundle(bundle, url, token=TOKEN, **salts) as client:
+            remote = torch.cat([client.logits(test.images[i : i + 16]) for i in range(0, len(test.images), 16)])
+    assert torch.allclose(remote, expected, atol=1e-5)
+    assert torch.equal(remote.argmax(1), expected.argmax(1))
+    accuracy = (remote.argmax(1) == test.labels).float().mean().item()
+    assert accuracy > 0.3, accuracy  # real images, really classified (chance: 0.1)
+
+
+def test_tls_with_a_self_signed_certificate(deployments, tmp_path):
+    bundles, tokens, test = deployments
+    bundle, split = bundles["none"]
+    tls = self_signed_certificate(tmp_path)
+    with running_server(bundle, tokens_file=tokens, tls=tls) as (url, _):
+        assert url.startswith("https://")
+        with EdgeClient.from_bundle(bundle, url, token=TOKEN, verify=tls[0]) as client:
+            remote = client.logits(test.images[:16])
+        with torch.no_grad():
+            assert torch.allclose(remote, split(test.images[:16]), atol=1e-5)
+        with EdgeClient.from_bundle(bundle, url, token=TOKEN, retries=0) as untrusting:
+            with pytest.raises(ServeError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+                untrusting.predict(test.images[:1])
+
+
+def test_wrong_token_is_refused_with_401(deployments):
+    bundles, tokens, test = deployments
+    bundle, _ = bundles["none"]
+    with running_server(bundle, tokens_file=tokens) as (url, _):
+        with EdgeClient.from_bundle(bundle, url, token="not-the-token") as client:
+            with pytest.raises(ServeError, match="HTTP 401.*invalid bearer token"):
+                client.predict(test.images[:1])
+
+
+def test_infer_command_classifies_image_files(deployments, tmp_path):
+    bundles, tokens, test = deployments
+    bundle, split = bundles["none"]
+    pngs = []
+    for i in range(3):
+        path = tmp_path / f"image{i}.png"
+        iio.imwrite(path, (test.images[i, 0].numpy() * 255).round().astype(np.uint8))
+        pngs.append(str(path))
+    np.save(tmp_path / "batch.npy", test.images[3:6].numpy())
+    (tmp_path / "token").write_text(TOKEN)
+    with running_server(bundle, tokens_file=tokens) as (url, _):
+        result = subprocess.run(
+            [sys.executable, "-m", "splitveil.cli", "infer", *pngs, str(tmp_path / "batch.npy"), "--checkpoint",
+             str(bundle), "--url", url, "--token-file", str(tmp_path / "token"), "--codec", "int8", "--zstd", "--json"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [*pngs, *(f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3))]
+    with torch.no_grad():
+        expected = split(test.images[:6]).argmax(1).tolist()
+    agreement = sum(line["label"] == label for line, label in zip(lines, expected, strict=True))
+    assert agreement >= 5  # int8 features may flip a borderline image, not more
+
+
+def test_shutdown_drains_the_request_in_flight(deployments):
+    bundles, tokens, test = deployments
+    bundle, split = bundles["none"]
+    answers = []
+    # A long batching window keeps the request inside the server when SIGTERM arrives.
+    with running_server(bundle, tokens_file=tokens, extra=["--max-wait-ms", "800"]) as (url, process):
+        client = EdgeClient.from_bundle(bundle, url, token=TOKEN, retries=0)
+        worker = threading.Thread(target=lambda: answers.append(client.logits(test.images[:4])))
+        worker.start()
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        worker.join(timeout=30)
+        # uvicorn re-raises the signal once drained, so the exit status says "ended by SIGTERM".
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    with torch.no_grad():
+        assert len(answers) == 1 and torch.allclose(answers[0], split(test.images[:4]), atol=1e-5)
+
+
+def test_unreachable_server_is_retried_then_named(deployments):
+    bundles, _, test = deployments
+    url = f"http://127.0.0.1:{free_port()}"
+    with EdgeClient.from_bundle(bundles["none"][0], url, retries=2, backoff=0.01) as client:
+        with pytest.raises(ServeError, match=r"could not reach the cloud at .* after 3 tries: ConnectError"):
+            client.predict(test.images[:1])

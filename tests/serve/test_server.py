@@ -1,0 +1,145 @@
+"""The cloud server in process: answers, refusals with clear messages, metrics, capture."""
+
+import struct
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from splitveil.serve import MEDIA_TYPE, decode, encode, load_half, read_capture
+from splitveil.serve.server import ServerSettings, create_app
+
+TOKEN = "s3cret-token"
+AUTH = {"authorization": f"Bearer {TOKEN}", "content-type": MEDIA_TYPE}
+
+
+@pytest.fixture
+def halves(bundle):
+    return load_half(bundle, "edge"), load_half(bundle, "cloud")
+
+
+@pytest.fixture
+def server(halves, tmp_path):
+    app = create_app(
+        halves[1], ServerSettings(tokens=frozenset({TOKEN}), max_request_samples=8, capture=tmp_path / "cap.bin")
+    )
+    with TestClient(app) as client:
+        yield client
+
+
+def _features(halves, x):
+    with torch.no_grad():
+        return halves[0].module(x)
+
+
+def test_answers_the_cloud_halfs_logits(server, halves, tiny_data):
+    x = tiny_data.test.images[:5]
+    z = _features(halves, x)
+    response = server.post("/v1/infer", content=encode(z), headers=AUTH)
+    assert response.status_code == 200 and response.headers["content-type"] == MEDIA_TYPE
+    with torch.no_grad():
+        assert torch.allclose(decode(response.content), halves[1].module(z), atol=1e-6)
+
+
+def test_health_readiness_and_model_description(server, halves):
+    assert server.get("/healthz").json() == {"status": "ok"}
+    assert server.get("/readyz").status_code == 200
+    info = server.get("/v1/model", headers=AUTH).json()
+    assert info["feature_shape"] == list(halves[1].feature_shape) and info["max_request_samples"] == 8
+    assert "salt" not in str(info).lower()
+
+
+@pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}])
+def test_missing_or_wrong_token_is_401(server, halves, tiny_data, headers):
+    body = encode(_features(halves, tiny_data.test.images[:1]))
+    response = server.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE, **headers})
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert "token" in response.json()["detail"]
+    assert server.get("/v1/model", headers=headers).status_code == 401
+
+
+def test_refusals_name_the_problem(server, halves, tiny_data):
+    z = _features(halves, tiny_data.test.images[:1])
+    cases = {
+        415: (encode(z), {**AUTH, "content-type": "application/json"}, "application/x-splitveil-tensor"),
+        400: (b"SVT\x01\x00\x00", AUTH, "shorter than"),
+        422: (encode(z[:, :, :3]), AUTH, "does not match"),
+        413: (b"\x00" * 10_000_000, AUTH, "exceeds"),
+    }
+    for status, (body, headers, message) in cases.items():
+        response = server.post("/v1/infer", content=body, headers=headers)
+        assert response.status_code == status and message in response.json()["detail"], (status, response.text)
+    too_many = encode(torch.zeros(9, *z.shape[1:]), codec="float16")  # small enough, but too many samples
+    response = server.post("/v1/infer", content=too_many, headers=AUTH)
+    assert response.status_code == 422 and "send 1 to 8" in response.json()["detail"]
+
+
+def test_metrics_count_requests_errors_and_batches(server, halves, tiny_data):
+    body = encode(_features(halves, tiny_data.test.images[:2]))
+    for _ in range(3):
+        server.post("/v1/infer", content=body, headers=AUTH)
+    server.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE})
+    text = server.get("/metrics").text
+    assert 'splitveil_requests_total{status="200"} 3.0' in text
+    assert 'splitveil_requests_total{status="401"} 1.0' in text
+    assert 'splitveil_errors_total{reason="auth"} 1.0' in text
+    assert "splitveil_batch_samples_sum 6.0" in text
+    assert "splitveil_samples_total 6.0" in text
+
+
+def test_capture_records_exactly_what_arrived(server, halves, tiny_data, tmp_path):
+    z = _features(halves, tiny_data.test.images[:3])
+    server.post("/v1/infer", content=encode(z, codec="int8"), headers=AUTH)
+    server.post("/v1/infer", content=encode(z[:1]), headers=AUTH)
+    server.post("/v1/infer", content=b"junk", headers=AUTH)  # refused: not captured
+    captured = read_capture(tmp_path / "cap.bin")
+    assert captured.shape == (4, *z.shape[1:])
+    assert torch.equal(captured[:3], decode(encode(z, codec="int8")))
+    assert torch.equal(captured[3:], z[:1])
+
+
+_header = st.builds(
+    lambda magic, version, codec, flags, dims: (
+        magic + bytes([version, codec, flags, len(dims)]) + struct.pack(f"<{len(dims)}I", *dims)
+    ),
+    st.sampled_from([b"SVT", b"XYZ", b"SV"]),
+    st.integers(0, 3),
+    st.integers(0, 4),
+    st.integers(0, 3),
+    st.lists(st.integers(0, 2**20), max_size=9),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    header=_header,
+    payload=st.binary(max_size=512),
+    content_type=st.sampled_from([MEDIA_TYPE, "application/octet-stream", ""]),
+)
+def test_fuzzed_requests_get_a_4xx_and_the_server_keeps_serving(
+    server, halves, tiny_data, header, payload, content_type
+):
+    headers = {**AUTH, "content-type": content_type} if content_type else {"authorization": AUTH["authorization"]}
+    response = server.post("/v1/infer", content=header + payload, headers=headers)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["detail"]
+    z = _features(halves, tiny_data.test.images[:1])
+    good = server.post("/v1/infer", content=encode(z, codec="float16"), headers=AUTH)
+    assert good.status_code == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.lists(st.integers(1, 40), min_size=1, max_size=5), codec=st.sampled_from(["float32", "float16", "int8"])
+)
+def test_well_formed_tensors_of_the_wrong_shape_are_422(server, halves, shape, codec):
+    if tuple(shape[1:]) == halves[1].feature_shape:
+        shape = [*shape, 1]
+    body = encode(torch.rand(*shape), codec=codec)
+    response = server.post("/v1/infer", content=body, headers=AUTH)
+    if len(body) > server.app.state.splitveil.max_body:
+        assert response.status_code == 413 and "exceeds" in response.json()["detail"]
+    else:
+        assert response.status_code == 422 and "shape" in response.json()["detail"]
