@@ -186,6 +186,28 @@ def bench_frontier(
     _console().print(table)
 
 
+@bench_app.command("codecs")
+def bench_codecs(
+    spec: Annotated[Path, typer.Argument(help="YAML spec of the (cached) model.")],
+    cut_name: Annotated[list[str], typer.Option("--cut", help="Cut(s) to measure.")],
+    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
+) -> None:
+    """Test accuracy and request bytes of each wire codec (float32, float16, int8) at each cut."""
+    from splitveil.bench.codecs import codec_table
+    from splitveil.config import load_spec
+    from splitveil.experiment import train_or_load
+    from splitveil.split import cut
+
+    trained = train_or_load(load_spec(spec), cache=_cache(cache_dir), progress=False)
+    test = trained.data.test
+    for name in cut_name:
+        for row in codec_table(cut(trained.model, at=name), test.images, test.labels):
+            typer.echo(
+                f"{name} {row['codec']}: accuracy {row['accuracy']:.4f} ({row['accuracy_loss_points']:+.2f} pts lost), "
+                f"{row['bytes']:,} bytes/request ({row['fewer_bytes']:.2f}x fewer)"
+            )
+
+
 @bench_app.command("rmle-batching")
 def bench_rmle_batching(
     spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],

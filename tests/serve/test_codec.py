@@ -112,3 +112,17 @@ def test_random_bytes_never_crash_the_decoder(body):
         decode(body)
     except WireFormatError:
         pass
+
+
+def test_codec_table_measures_every_codec_against_float32(tiny_data):
+    from splitveil.bench.codecs import codec_table
+    from splitveil.models import create_model
+    from splitveil.split import cut
+
+    split = cut(
+        create_model("he-cnn", input_shape=(1, 12, 12), num_classes=3, widths=[4, 8, 8], hidden=16), at="relu22"
+    )
+    rows = codec_table(split, tiny_data.test.images, tiny_data.test.labels, batch=10)
+    assert [row["codec"] for row in rows] == list(CODECS)
+    assert rows[0]["fewer_bytes"] == 1.0 and rows[0]["accuracy_loss_points"] == 0.0
+    assert rows[1]["fewer_bytes"] > 1.9 and rows[2]["fewer_bytes"] > rows[1]["fewer_bytes"]
