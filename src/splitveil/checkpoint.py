@@ -105,9 +105,9 @@ class CheckpointCache:
     root: Path
 
     @classmethod
-    def default(cls) -> CheckpointCache:
-        """``$SPLITVEIL_CACHE`` if set, else ``~/.cache/splitveil/checkpoints``."""
-        root = os.environ.get("SPLITVEIL_CACHE") or Path.home() / ".cache" / "splitveil"
+    def default(cls, directory: str | Path | None = None) -> CheckpointCache:
+        """``directory/checkpoints`` if given, else under ``$SPLITVEIL_CACHE`` or ``~/.cache/splitveil``."""
+        root = directory or os.environ.get("SPLITVEIL_CACHE") or Path.home() / ".cache" / "splitveil"
         return cls(Path(root) / "checkpoints")
 
     def path(self, key: str) -> Path:

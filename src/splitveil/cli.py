@@ -348,7 +348,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, object]:
 def _cache(cache_dir: Path | None):
     from splitveil.checkpoint import CheckpointCache
 
-    return CheckpointCache(cache_dir / "checkpoints") if cache_dir else CheckpointCache.default()
+    return CheckpointCache.default(cache_dir)
 
 
 def _cost_table(cuts: list[dict[str, object]]) -> Table:

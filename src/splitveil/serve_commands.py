@@ -39,7 +39,7 @@ def export(
             raise ConfigError(f"{spec} has no defense labelled {defense!r}; it has: {', '.join(labels) or 'none'}")
         defense_spec = labels[defense]
         strength = defense_spec.strengths[0] if strength is None else strength
-    cache = CheckpointCache(cache_dir / "checkpoints") if cache_dir else CheckpointCache.default()
+    cache = CheckpointCache.default(cache_dir)
     data = load_dataset(resolved.data.name, seed=resolved.seed, **resolved.data.loader_options())
     check_cuts(resolved, data, [cut_name])
     trained = train_or_load(resolved, cache=cache, data=data, progress=progress)

@@ -51,6 +51,8 @@ MEDIA_TYPE = "application/x-splitveil-tensor"
 _PREFIX = struct.Struct("<3sBBBB")
 _CODEC_IDS: dict[Codec, int] = {"float32": 0, "float16": 1, "int8": 2}
 _ZSTD_FLAG = 1
+#: The longest header a body can have (a server sizes its body limit with it).
+MAX_HEADER_BYTES = _PREFIX.size + 4 * MAX_NDIM
 
 
 @dataclass(frozen=True)

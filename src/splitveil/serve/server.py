@@ -30,7 +30,7 @@ from splitveil.serve.auth import token_accepted
 from splitveil.serve.batching import MicroBatcher
 from splitveil.serve.bundle import LoadedHalf
 from splitveil.serve.capture import CaptureWriter
-from splitveil.serve.codec import CODECS, MAX_NDIM, MEDIA_TYPE, WIRE_VERSION, decode, encode, read_header
+from splitveil.serve.codec import CODECS, MAX_HEADER_BYTES, MEDIA_TYPE, WIRE_VERSION, decode, encode, read_header
 from splitveil.serve.metrics import ServerMetrics
 
 
@@ -54,10 +54,9 @@ class ServerState:
         self.metrics = ServerMetrics()
         self.feature_shape = cloud.feature_shape
         per_sample = 4 * prod(self.feature_shape)
-        header = 7 + 4 * MAX_NDIM
         # The largest body a valid request can be: float32 at the sample limit, plus zstd's worst-case
         # expansion of incompressible data (well under 1%) and the header.
-        self.max_body = header + int(per_sample * settings.max_request_samples * 1.01) + 1024
+        self.max_body = MAX_HEADER_BYTES + int(per_sample * settings.max_request_samples * 1.01) + 1024
         self.batcher = MicroBatcher(
             cloud.module,
             max_batch=settings.max_batch,
@@ -194,14 +193,13 @@ def _check_token(request: Request, state: ServerState) -> JSONResponse | None:
     if tokens is None or token_accepted(request.headers.get("authorization"), tokens):
         return None
     missing = "authorization" not in request.headers
-    response = _refuse(
+    return _refuse(
         state,
         401,
         "auth",
         "missing bearer token" if missing else "invalid bearer token",
         headers={"WWW-Authenticate": "Bearer"},
     )
-    return response
 
 
 def _refuse(
