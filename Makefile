@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup data lint clean
+.PHONY: demo test setup data system-tools lint clean
 
 demo: setup data
 	$(BIN)/splitveil profile he-cnn
 	$(BIN)/splitveil bench run configs/quick.yaml --out runs/demo
 	@echo "open runs/demo/report.html in a browser"
 
-test: setup data
+test: setup data system-tools
 	$(BIN)/python -m pytest
 
 setup: $(STAMP)
@@ -35,6 +35,16 @@ data:
 		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
 	else \
 		echo "Fashion-MNIST is missing: run 'sudo apt-get install -y dataset-fashion-mnist', or set SPLITVEIL_DATA to a directory holding the four IDX files"; exit 1; \
+	fi
+
+# Debian tools the integration tests drive: nginx (two replicas behind a load balancer).
+system-tools:
+	@if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then \
+		echo "nginx: found"; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		(apt-get install -y -q nginx || (apt-get update -q && apt-get install -y -q nginx)) >/dev/null; \
+	else \
+		echo "nginx is missing: 'sudo apt-get install -y nginx' (its test is skipped without it)"; \
 	fi
 
 lint: setup

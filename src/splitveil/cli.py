@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from splitveil import serve_commands
+from splitveil import audit_commands, serve_commands
 from splitveil.errors import SplitveilError
 
 app = typer.Typer(
@@ -208,6 +208,42 @@ def bench_codecs(
             )
 
 
+@bench_app.command("serve")
+def bench_serve(
+    spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data, training and defenses.")],
+    cut_name: Annotated[str, typer.Option("--cut", help="Cut point of the deployment.")],
+    defense: Annotated[str | None, typer.Option(help="Label of one of the spec's defenses (default: none).")] = None,
+    concurrency: Annotated[list[int] | None, typer.Option(help="Concurrent clients (repeatable).")] = None,
+    requests: Annotated[int, typer.Option(help="Requests per codec and concurrency.")] = 2000,
+    soak: Annotated[int, typer.Option(help="Requests of the soak run.")] = 10_000,
+    out: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
+) -> None:
+    """Serve a cut over loopback: latency, throughput and bytes per codec and concurrency, batching, soak."""
+    import dataclasses
+    import tempfile
+
+    import torch
+
+    from splitveil.bench.serving import ServeBenchSettings, benchmark_serving, serving_markdown
+    from splitveil.config import load_spec
+    from splitveil.serve.deployment import deployment_from_spec
+
+    torch.set_num_threads(1)  # the servers run with one thread too: baselines and servers alike
+    settings = ServeBenchSettings(requests=requests, soak_requests=soak)
+    if concurrency:
+        settings = dataclasses.replace(settings, concurrency=tuple(concurrency))
+    with tempfile.TemporaryDirectory(prefix="splitveil-bundle-") as bundle:
+        deployment = deployment_from_spec(load_spec(spec), cut_name, defense=defense, cache=_cache(cache_dir))
+        deployment.export(bundle)
+        images = deployment.trained.data.test.take(settings.round_trips).images
+        result = benchmark_serving(bundle, images, unsplit=deployment.trained.model, settings=settings)
+    result.bundle = f"{spec} at {cut_name}" + (f", {defense}" if defense else "")
+    typer.echo(serving_markdown(result))
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=2))
+
+
 @bench_app.command("rmle-batching")
 def bench_rmle_batching(
     spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],
@@ -237,45 +273,6 @@ def bench_rmle_batching(
             f"{timing.speedup:.1f}x",
         )
     _console().print(table)
-
-
-@app.command()
-def attack(
-    spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],
-    cut_name: Annotated[str, typer.Option("--cut", help="Cut point to attack (see `splitveil profile MODEL`).")],
-    attack_name: Annotated[str, typer.Option("--attack", help="Attack name: rmle, inverse-network, ...")],
-    option: Annotated[list[str] | None, typer.Option("--set", help="Attack option KEY=VALUE (repeatable).")] = None,
-    targets: Annotated[int, typer.Option(help="Number of test images to reconstruct.")] = 16,
-    out: Annotated[Path, typer.Option(help="PNG file for the grid of originals and reconstructions.")] = Path(
-        "attack.png"
-    ),
-    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-) -> None:
-    """Run one attack on one cut of the spec's (cached) model and save the reconstruction grid."""
-    from splitveil.bench.audit import run_attack
-    from splitveil.bench.figures import reconstruction_grid
-    from splitveil.config import AttackSpec, load_spec
-    from splitveil.data import load_dataset
-    from splitveil.experiment import check_cuts, train_or_load
-    from splitveil.split import cut
-
-    resolved = load_spec(spec)
-    attack_spec = AttackSpec(name=attack_name, options=parse_assignments(option or []))
-    data = load_dataset(resolved.data.name, seed=resolved.seed, **resolved.data.loader_options())
-    check_cuts(resolved, data, [cut_name])
-    trained = train_or_load(resolved, cache=_cache(cache_dir), data=data, progress=progress)
-    split = cut(trained.model, at=cut_name).eval()
-    chosen = trained.data.test.take(targets)
-    outcome = run_attack(
-        split, attack_spec, data=trained.data, targets=chosen, evaluator=None, seed=resolved.seed, progress=progress
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(reconstruction_grid(chosen.images[:8], {attack_name: outcome.reconstruction[:8]}))
-    typer.echo(
-        f"{attack_name} at {cut_name}: SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, "
-        f"MSE {outcome.mse:.4f} ({outcome.seconds:.1f} s); grid: {out}"
-    )
 
 
 @app.command()
@@ -332,19 +329,6 @@ def plan(
     )
 
 
-def parse_assignments(assignments: list[str]) -> dict[str, object]:
-    """``["steps=200", "lr=1e-2"]`` -> ``{"steps": 200, "lr": 0.01}`` (values parsed as YAML scalars)."""
-    import yaml
-
-    parsed: dict[str, object] = {}
-    for assignment in assignments:
-        key, separator, value = assignment.partition("=")
-        if not separator or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {assignment!r}")
-        parsed[key] = yaml.safe_load(value)
-    return parsed
-
-
 def _cache(cache_dir: Path | None):
     from splitveil.checkpoint import CheckpointCache
 
@@ -367,6 +351,7 @@ def _cost_table(cuts: list[dict[str, object]]) -> Table:
     return table
 
 
+app.command()(audit_commands.attack)
 app.command()(serve_commands.export)
 app.command()(serve_commands.serve)
 app.command()(serve_commands.infer)

@@ -26,26 +26,14 @@ def export(
     """Deploy a cut of the spec's model (trained or cached), defended as the bench evaluates it, as a bundle."""
     from splitveil.checkpoint import CheckpointCache
     from splitveil.config import load_spec
-    from splitveil.data import load_dataset
-    from splitveil.deploy import deploy
-    from splitveil.experiment import check_cuts, train_or_load
-    from splitveil.serve import export_bundle
+    from splitveil.serve.deployment import deployment_from_spec
 
-    resolved = load_spec(spec)
-    defense_spec = None
-    if defense is not None:
-        labels = {entry.display_name: entry for entry in resolved.defenses}
-        if defense not in labels:
-            raise ConfigError(f"{spec} has no defense labelled {defense!r}; it has: {', '.join(labels) or 'none'}")
-        defense_spec = labels[defense]
-        strength = defense_spec.strengths[0] if strength is None else strength
     cache = CheckpointCache.default(cache_dir)
-    data = load_dataset(resolved.data.name, seed=resolved.seed, **resolved.data.loader_options())
-    check_cuts(resolved, data, [cut_name])
-    trained = train_or_load(resolved, cache=cache, data=data, progress=progress)
-    level = strength or 0.0
-    deployed = deploy(resolved, trained, cut_name, defense_spec, level, cache=cache, progress=progress)
-    export_bundle(out, spec=resolved, trained=trained, deployed=deployed, defense_spec=defense_spec, strength=level)
+    deployment = deployment_from_spec(
+        load_spec(spec), cut_name, defense=defense, strength=strength, cache=cache, progress=progress
+    )
+    deployment.export(out)
+    deployed = deployment.deployed
     typer.echo(f"bundle {out}: {cut_name}, {defense or 'undefended'}, test accuracy {deployed.accuracy:.4f}")
 
 

@@ -90,3 +90,33 @@ def test_bad_settings_are_refused():
         MicroBatcher(lambda x: x, max_batch=0)
     with pytest.raises(ValueError, match="max_wait"):
         MicroBatcher(lambda x: x, max_wait=-1)
+
+
+def _threads_used(forward_seconds: float, requests: int = 5) -> list[str]:
+    """Names of the threads that ran each of ``requests`` sequential lone requests."""
+    threads = []
+
+    def forward(x):
+        threads.append(threading.current_thread().name)
+        time.sleep(forward_seconds)
+        return x + 1
+
+    async def scenario():
+        batcher = MicroBatcher(forward, inline_below=0.005)
+        await batcher.start()
+        for _ in range(requests):
+            assert torch.equal(await batcher.submit(torch.zeros(1, 2)), torch.ones(1, 2))
+        await batcher.stop()
+
+    _run(scenario())
+    return threads
+
+
+def test_a_fast_lone_request_runs_on_the_event_loop_once_measured():
+    threads = _threads_used(0.0)
+    assert threads[0].startswith("splitveil-cloud")  # not measured yet: the worker thread
+    assert threads[1:] == [threading.main_thread().name] * 4  # measured fast: no hand-off
+
+
+def test_a_slow_forward_stays_off_the_event_loop():
+    assert all(name.startswith("splitveil-cloud") for name in _threads_used(0.02))

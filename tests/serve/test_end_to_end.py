@@ -11,6 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from splitveil.checkpoint import CheckpointCache
 from splitveil.config import parse_spec
@@ -20,37 +21,45 @@ from splitveil.experiment import train_or_load
 from splitveil.salt.sources import KeyedSalts
 from splitveil.serve import export_bundle
 from splitveil.serve.client import EdgeClient
+from splitveil.serve.process import ServerProcess, free_port
 
-from .servers import free_port, running_server, self_signed_certificate
+from .certificates import self_signed_certificate
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "e2e-token"
-SPEC = parse_spec(
-    {
-        "name": "serve-e2e",
-        "data": {"name": "fashion-mnist", "limit": 3000},
-        "model": {"name": "he-cnn", "options": {"widths": [8, 16, 16], "hidden": 32}},
-        "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3},
-        "defenses": [
-            {"name": "nopeek", "strengths": [1.0], "epochs": 2},
-            {
-                "name": "salted",
-                "strengths": [0.5],
-                "epochs": 8,
-                "options": {"key": "device-secret", "salt_at": "pool1"},
-            },
-        ],
-    }
-)
+SPEC_DATA = {
+    "name": "serve-e2e",
+    "data": {"name": "fashion-mnist", "limit": 3000},
+    "model": {"name": "he-cnn", "options": {"widths": [8, 16, 16], "hidden": 32}},
+    "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3},
+    "defenses": [
+        {"name": "nopeek", "strengths": [1.0], "epochs": 2},
+        {
+            "name": "salted",
+            "strengths": [0.5],
+            "epochs": 8,
+            "options": {"key": "device-secret", "salt_at": "pool1"},
+        },
+    ],
+}
+SPEC = parse_spec(SPEC_DATA)
 
 
 @pytest.fixture(scope="module")
-def deployments(tmp_path_factory):
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def trained(root):
+    return train_or_load(SPEC, cache=CheckpointCache(root / "cache"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def deployments(root, trained):
     """Bundles of the undefended, NoPeek-defended and salted splits at relu22, with their in-process splits."""
-    root = tmp_path_factory.mktemp("serve")
     cache = CheckpointCache(root / "cache")
-    trained = train_or_load(SPEC, cache=cache, progress=False)
     out = {}
     for defense in [None, *SPEC.defenses]:
         strength = defense.strengths[0] if defense else 0.0
@@ -79,7 +88,8 @@ def test_remote_predictions_equal_the_in_process_split(deployments, name):
     bundle, split = bundles[name]
     salts = {"salts": KeyedSalts(10, secret="device-secret")} if name == "salted" else {}
     expected = _reference(name, split, test.images, KeyedSalts(10, secret="device-secret"))
-    with running_server(bundle, tokens_file=tokens) as (url, _):
+    with ServerProcess(bundle, extra=["--tokens-file", str(tokens)]) as server:
+        url = server.url
         with EdgeClient.from_bundle(bundle, url, token=TOKEN, **salts) as client:
             remote = torch.cat([client.logits(test.images[i : i + 16]) for i in range(0, len(test.images), 16)])
     assert torch.allclose(remote, expected, atol=1e-5)
@@ -92,7 +102,8 @@ def test_tls_with_a_self_signed_certificate(deployments, tmp_path):
     bundles, tokens, test = deployments
     bundle, split = bundles["none"]
     tls = self_signed_certificate(tmp_path)
-    with running_server(bundle, tokens_file=tokens, tls=tls) as (url, _):
+    with ServerProcess(bundle, extra=["--tokens-file", str(tokens)], tls=tls) as server:
+        url = server.url
         assert url.startswith("https://")
         with EdgeClient.from_bundle(bundle, url, token=TOKEN, verify=tls[0]) as client:
             remote = client.logits(test.images[:16])
@@ -106,7 +117,8 @@ def test_tls_with_a_self_signed_certificate(deployments, tmp_path):
 def test_wrong_token_is_refused_with_401(deployments):
     bundles, tokens, test = deployments
     bundle, _ = bundles["none"]
-    with running_server(bundle, tokens_file=tokens) as (url, _):
+    with ServerProcess(bundle, extra=["--tokens-file", str(tokens)]) as server:
+        url = server.url
         with EdgeClient.from_bundle(bundle, url, token="not-the-token") as client:
             with pytest.raises(ServeError, match="HTTP 401.*invalid bearer token"):
                 client.predict(test.images[:1])
@@ -122,7 +134,8 @@ def test_infer_command_classifies_image_files(deployments, tmp_path):
         pngs.append(str(path))
     np.save(tmp_path / "batch.npy", test.images[3:6].numpy())
     (tmp_path / "token").write_text(TOKEN)
-    with running_server(bundle, tokens_file=tokens) as (url, _):
+    with ServerProcess(bundle, extra=["--tokens-file", str(tokens)]) as server:
+        url = server.url
         result = subprocess.run(
             [sys.executable, "-m", "splitveil.cli", "infer", *pngs, str(tmp_path / "batch.npy"), "--checkpoint",
              str(bundle), "--url", url, "--token-file", str(tmp_path / "token"), "--codec", "int8", "--zstd", "--json"],
@@ -141,7 +154,8 @@ def test_shutdown_drains_the_request_in_flight(deployments):
     bundle, split = bundles["none"]
     answers = []
     # A long batching window keeps the request inside the server when SIGTERM arrives.
-    with running_server(bundle, tokens_file=tokens, extra=["--max-wait-ms", "800"]) as (url, process):
+    with ServerProcess(bundle, extra=["--tokens-file", str(tokens), "--max-wait-ms", "800"]) as server:
+        url, process = server.url, server.process
         client = EdgeClient.from_bundle(bundle, url, token=TOKEN, retries=0)
         worker = threading.Thread(target=lambda: answers.append(client.logits(test.images[:4])))
         worker.start()
@@ -160,3 +174,34 @@ def test_unreachable_server_is_retried_then_named(deployments):
     with EdgeClient.from_bundle(bundles["none"][0], url, retries=2, backoff=0.01) as client:
         with pytest.raises(ServeError, match=r"could not reach the cloud at .* after 3 tries: ConnectError"):
             client.predict(test.images[:1])
+
+
+def test_attack_on_captured_features_matches_the_in_process_audit(deployments, trained, root, tmp_path):
+    from splitveil.bench.audit import run_attack
+    from splitveil.config import AttackSpec
+
+    bundles, tokens, test = deployments
+    bundle, split = bundles["nopeek"]
+    targets = test.take(16)
+    capture = tmp_path / "wire.cap"
+    with ServerProcess(bundle, extra=["--tokens-file", str(tokens), "--capture", str(capture)]) as server:
+        with EdgeClient.from_bundle(bundle, server.url, token=TOKEN) as client:
+            for start in range(0, 16, 4):
+                client.predict(targets.images[start : start + 4])
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC_DATA))
+    np.save(tmp_path / "sent.npy", targets.images.numpy())
+    result = subprocess.run(
+        [sys.executable, "-m", "splitveil.cli", "attack", str(spec_file), "--cut", "relu22", "--attack",
+         "inverse-network", "--set", "epochs=2", "--defense", "nopeek", "--capture", str(capture), "--originals",
+         str(tmp_path / "sent.npy"), "--cache-dir", str(root / "cache"), "--out", str(tmp_path / "grid.png"),
+         "--no-progress"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "on 16 captured requests' samples" in result.stdout, result.stdout
+    remote_ssim = float(result.stdout.split("SSIM ")[1].split(",")[0])
+    # The same attacker, trained in process on the same deployment, inverting the features computed here.
+    attack = AttackSpec(name="inverse-network", options={"epochs": 2})
+    local = run_attack(split, attack, data=trained.data, targets=targets, evaluator=None, seed=SPEC.seed)
+    assert abs(remote_ssim - local.ssim) < 0.02, (remote_ssim, local.ssim)
+    assert iio.imread(tmp_path / "grid.png").ndim == 3  # the grid was drawn

@@ -9,7 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splitveil.serve import MEDIA_TYPE, decode, encode, load_half, read_capture
+from splitveil.serve.codec import MAGIC, WIRE_VERSION
 from splitveil.serve.server import ServerSettings, create_app
+
+SVT = MAGIC + bytes([WIRE_VERSION])  # a header's first four bytes
 
 TOKEN = "s3cret-token"
 AUTH = {"authorization": f"Bearer {TOKEN}", "content-type": MEDIA_TYPE}
@@ -64,7 +67,7 @@ def test_refusals_name_the_problem(server, halves, tiny_data):
     z = _features(halves, tiny_data.test.images[:1])
     cases = {
         415: (encode(z), {**AUTH, "content-type": "application/json"}, "application/x-splitveil-tensor"),
-        400: (b"SVT\x01\x00\x00", AUTH, "shorter than"),
+        400: (SVT + b"\x00\x00", AUTH, "shorter than"),
         422: (encode(z[:, :, :3]), AUTH, "does not match"),
         413: (b"\x00" * 10_000_000, AUTH, "exceeds"),
     }

@@ -43,22 +43,55 @@ def run_attack(
     evaluator: nn.Module | None,
     seed: int,
     progress: bool = True,
+    features: torch.Tensor | None = None,
 ) -> AttackOutcome:
-    """Grant the attack exactly what it requires of the deployed split, fit it, invert the targets."""
+    """Grant the attack exactly what it requires of the deployed split, fit it, invert the targets.
+
+    ``features`` are what the cloud received for ``targets`` (default: the deployed edge's output
+    computed here); an audit of a real deployment passes the captured ones.
+    """
     started = time.perf_counter()
+    if features is None:
+        features = transmitted_features(split, targets.images)
+    x_hat = invert_features(split, attack, data=data, features=features, seed=seed, progress=progress)
+    seconds = time.perf_counter() - started
+    return score_reconstruction(x_hat, targets.images, labels=targets.labels, evaluator=evaluator, seconds=seconds)
+
+
+def score_reconstruction(
+    x_hat: torch.Tensor,
+    originals: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    evaluator: nn.Module | None = None,
+    seconds: float = 0.0,
+) -> AttackOutcome:
+    """How close ``x_hat`` is to the ``originals`` it reconstructs; with an evaluator and the labels, also
+    how often the evaluator recognises the reconstructions' classes (privacy accuracy)."""
+    if x_hat.shape != originals.shape:
+        raise ValueError(
+            f"{len(x_hat)} reconstructions of shape {tuple(x_hat.shape[1:])} cannot be scored "
+            f"against {len(originals)} originals of shape {tuple(originals.shape[1:])}"
+        )
+    recognised = None if evaluator is None or labels is None else privacy_accuracy(evaluator, x_hat, labels)
+    return AttackOutcome(
+        reconstruction=x_hat,
+        ssim=float(ssim(x_hat, originals)),
+        psnr=float(psnr(x_hat, originals)),
+        mse=float(mse(x_hat, originals)),
+        privacy_accuracy=recognised,
+        seconds=seconds,
+    )
+
+
+def invert_features(
+    split: SplitModel, attack: AttackSpec, *, data: DatasetSplits, features: torch.Tensor, seed: int, progress: bool
+) -> torch.Tensor:
+    """Fit the attack on what it may know of ``split`` and reconstruct the inputs of ``features``, in [0, 1]."""
     requires = ATTACKS.get(attack.name).requires  # type: ignore[attr-defined]
     view = AttackerView.of(split, requires, input_shape=data.input_shape, aux=data.aux)
     attacker = create_attack(attack.name, view, seed=seed, progress=progress, **attack.options).fit()
-    x_hat = attacker.invert(transmitted_features(split, targets.images)).detach().clamp(0, 1)
-    seconds = time.perf_counter() - started
-    return AttackOutcome(
-        reconstruction=x_hat,
-        ssim=float(ssim(x_hat, targets.images)),
-        psnr=float(psnr(x_hat, targets.images)),
-        mse=float(mse(x_hat, targets.images)),
-        privacy_accuracy=None if evaluator is None else privacy_accuracy(evaluator, x_hat, targets.labels),
-        seconds=seconds,
-    )
+    return attacker.invert(features).detach().clamp(0, 1)
 
 
 def feature_mutual_information(split: SplitModel, images: torch.Tensor, spec: MineSpec, *, seed: int) -> float | None:

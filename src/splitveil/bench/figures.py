@@ -31,10 +31,10 @@ def _show(axis, image: torch.Tensor) -> None:
     axis.set_yticks([])
 
 
-def reconstruction_grid(original: torch.Tensor, rows: Mapping[str, torch.Tensor]) -> bytes:
-    """Originals in the top row, each attack's reconstructions below, one labelled row per attack."""
-    labelled = {"original": original, **rows}
-    columns = original.shape[0]
+def reconstruction_grid(original: torch.Tensor | None, rows: Mapping[str, torch.Tensor]) -> bytes:
+    """Originals in the top row (when known), each attack's reconstructions below, one labelled row per attack."""
+    labelled = {**({"original": original} if original is not None else {}), **rows}
+    columns = next(iter(labelled.values())).shape[0]
     figure = Figure(figsize=(1.1 * columns + 1.6, 1.15 * len(labelled)))
     axes = figure.subplots(len(labelled), columns, squeeze=False)
     for row_index, (label, images) in enumerate(labelled.items()):

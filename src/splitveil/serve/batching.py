@@ -6,12 +6,16 @@ runs at once, alone, with no added delay; under heavy load batches grow by thems
 optionally holds a batch open a little longer to collect more (throughput for latency).
 
 The model runs in one worker thread, so the event loop keeps accepting and parsing requests while
-it computes (torch releases the GIL inside its kernels).
+it computes (torch releases the GIL inside its kernels). The exception is a lone request whose
+forward pass has been measured shorter than ``inline_below``: handing it to the thread and back
+costs two thread wake-ups (a few hundred microseconds on a small machine), more than the work
+itself, so it runs on the event loop. Batches of several requests always go to the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        inline_below: float = 0.001,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -44,6 +49,8 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.on_batch = on_batch
+        self.inline_below = inline_below
+        self._lone_seconds: float | None = None  # running mean of a lone request's forward pass
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._carry: _Pending | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitveil-cloud")
@@ -113,7 +120,7 @@ class MicroBatcher:
         if self.on_batch is not None:
             self.on_batch(len(inputs))
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._forward, inputs)
+            outputs = await self._run_forward(inputs, lone=len(batch) == 1)
         except Exception as exc:  # every waiting request learns why its batch failed
             for item in batch:
                 if not item.done.done():
@@ -125,6 +132,18 @@ class MicroBatcher:
             if not item.done.done():  # the client may have gone away
                 item.done.set_result(outputs[start:end])
             start = end
+
+    async def _run_forward(self, inputs: torch.Tensor, *, lone: bool) -> torch.Tensor:
+        if not lone:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._forward, inputs)
+        started = time.perf_counter()
+        if self._lone_seconds is not None and self._lone_seconds < self.inline_below:
+            outputs = self._forward(inputs)
+        else:  # unmeasured or slow: keep the event loop free while it computes
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._forward, inputs)
+        seconds = time.perf_counter() - started
+        self._lone_seconds = seconds if self._lone_seconds is None else 0.9 * self._lone_seconds + 0.1 * seconds
+        return outputs
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -1,0 +1,220 @@
+"""The serving benchmark: latency, throughput and bytes of a bundle served over loopback.
+
+Everything is measured in one run, side by side, so the ratios are what to read:
+
+- **baselines**: the unsplit model and the in-process split (edge then cloud in one process), one
+  image per call;
+- **round trip**: a bare `GET /healthz` (the HTTP floor), then one image at a time through :class:`~splitveil.serve.client.EdgeClient` (edge,
+  encode, HTTP to a real server process, decode), per codec;
+- **load**: per codec and concurrency, encoded features of real test images posted by the load
+  generator (:mod:`splitveil.serve.loadgen`): p50/p99 latency, throughput, bytes per request;
+- **batching**: the same load at one concurrency against a server with ``--max-batch 1``;
+- **soak**: many requests at one concurrency against a fresh server, with its resident memory after
+  a warm-up and at the end.
+"""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+from torch import nn
+
+from splitveil.errors import ServeError
+from splitveil.progress import progress_bar
+from splitveil.serve.bundle import load_half
+from splitveil.serve.client import EdgeClient
+from splitveil.serve.codec import CODECS, Codec, encode
+from splitveil.serve.loadgen import LoadResult, run_load
+from splitveil.serve.process import ServerProcess
+
+
+@dataclass(frozen=True)
+class ServeBenchSettings:
+    codecs: Sequence[Codec] = CODECS
+    concurrency: Sequence[int] = (1, 4, 16, 64)
+    requests: int = 2000  # per (codec, concurrency) load run
+    round_trips: int = 300  # sequential one-image calls per baseline and codec; the first 50 warm up
+    batching_concurrency: int = 16
+    soak_requests: int = 10_000
+    soak_concurrency: int = 16
+    soak_warmup: int = 1000
+    distinct_bodies: int = 256  # test images encoded once and cycled by the load generator
+
+
+@dataclass
+class ServeBenchmark:
+    """The figures of one run; :meth:`to_dict` is what ``--out`` writes."""
+
+    bundle: str
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    round_trip: dict[str, dict[str, float]] = field(default_factory=dict)
+    load: list[dict[str, Any]] = field(default_factory=list)
+    batching: dict[str, Any] = field(default_factory=dict)
+    soak: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "baselines": self.baselines,
+            "round_trip": self.round_trip,
+            "load": self.load,
+            "batching": self.batching,
+            "soak": self.soak,
+        }
+
+
+_WARMUP_CALLS = 50
+
+
+def benchmark_serving(
+    bundle: str | Path,
+    images: torch.Tensor,
+    *,
+    unsplit: nn.Module | None = None,
+    settings: ServeBenchSettings | None = None,
+    progress: bool = True,
+) -> ServeBenchmark:
+    """Run every part of the benchmark against servers started from ``bundle`` on loopback."""
+    settings = settings or ServeBenchSettings()
+    result = ServeBenchmark(str(bundle))
+    edge = load_half(bundle, "edge").module.eval()
+    cloud = load_half(bundle, "cloud").module.eval()
+    singles = [images[i : i + 1] for i in range(min(settings.round_trips, len(images)))]
+    if unsplit is not None:
+        result.baselines["unsplit"] = _latency_summary(_time_calls(unsplit.eval(), singles))
+    result.baselines["in_process_split"] = _latency_summary(_time_calls(lambda x: cloud(edge(x)), singles))
+    with torch.inference_mode():
+        features = edge(images[: settings.distinct_bodies])
+    token = secrets.token_urlsafe(16)
+    steps = len(settings.codecs) * (1 + len(settings.concurrency)) + 2
+    with tempfile.TemporaryDirectory(prefix="splitveil-bench-serve-") as scratch:
+        tokens_file = Path(scratch) / "tokens"
+        tokens_file.write_text(token + "\n")
+        auth = ["--tokens-file", str(tokens_file)]
+        run = _Runner(bundle, auth, token, features, settings)
+        with progress_bar("serving benchmark", total=steps, enabled=progress) as advance:
+            with ServerProcess(bundle, extra=auth) as server:
+                with httpx.Client() as plain:  # the floor: an HTTP exchange with no tensor in it
+                    floor = _time_calls(lambda _: plain.get(server.url + "/healthz"), singles)
+                result.round_trip["healthz"] = _latency_summary(floor) | {"bytes_per_request": 0}
+                for codec in settings.codecs:
+                    with EdgeClient(edge, server.url, token=token, codec=codec) as client:
+                        summary = _latency_summary(_time_calls(client.logits, singles))
+                    result.round_trip[codec] = summary | {"bytes_per_request": len(run.bodies(codec)[0])}
+                    advance()
+                    for concurrency in settings.concurrency:
+                        result.load.append({"codec": codec, **run.load(server.url, codec, concurrency).summary()})
+                        advance()
+                batched = run.load(server.url, "float32", settings.batching_concurrency)
+            with ServerProcess(bundle, extra=[*auth, "--max-batch", "1"]) as server:
+                unbatched = run.load(server.url, "float32", settings.batching_concurrency)
+            advance()
+            result.batching = {
+                "concurrency": settings.batching_concurrency,
+                "batched": batched.summary(),
+                "unbatched": unbatched.summary(),
+                "speedup": batched.throughput / unbatched.throughput,
+            }
+            result.soak = run.soak()
+            advance()
+    return result
+
+
+class _Runner:
+    """Load runs against servers of one bundle, with bodies encoded once per codec."""
+
+    def __init__(
+        self, bundle: str | Path, auth: list[str], token: str, features: torch.Tensor, settings: ServeBenchSettings
+    ) -> None:
+        self.bundle, self.auth, self.token, self.settings = bundle, auth, token, settings
+        self.features = features
+        self._bodies: dict[str, list[bytes]] = {}
+
+    def bodies(self, codec: Codec) -> list[bytes]:
+        if codec not in self._bodies:
+            self._bodies[codec] = [encode(z[None], codec=codec) for z in self.features]
+        return self._bodies[codec]
+
+    def load(self, url: str, codec: Codec, concurrency: int) -> LoadResult:
+        """A short warm-up (connections, the server's first batches), then the measured run."""
+        bodies, requests = self.bodies(codec), self.settings.requests
+        run_load(url, bodies, concurrency=concurrency, requests=min(requests, 4 * concurrency + 50), token=self.token)
+        result = run_load(url, bodies, concurrency=concurrency, requests=requests, token=self.token)
+        if not result.latencies:
+            causes = ", ".join(f"{count} x {cause}" for cause, count in result.errors.items())
+            raise ServeError(f"every request of the {codec} load at {concurrency} clients failed ({causes})")
+        return result
+
+    def soak(self) -> dict[str, Any]:
+        """Many requests against a fresh server; its resident memory after a warm-up and at the end."""
+        settings, bodies = self.settings, self.bodies("float32")
+        with ServerProcess(self.bundle, extra=self.auth) as server:
+            options = {"concurrency": settings.soak_concurrency, "token": self.token}
+            run_load(server.url, bodies, requests=settings.soak_warmup, **options)
+            rss_before = server.rss_bytes()
+            soak = run_load(server.url, bodies, requests=settings.soak_requests, **options)
+            rss_after = server.rss_bytes()
+        return soak.summary() | {
+            "error_causes": dict(soak.errors),
+            "rss_before_mib": rss_before / 2**20,
+            "rss_after_mib": rss_after / 2**20,
+            "rss_growth": rss_after / rss_before - 1,
+        }
+
+
+def _time_calls(call: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]) -> list[float]:
+    """Seconds per call, one input at a time; the first calls warm caches up and are not kept."""
+    seconds = []
+    with torch.inference_mode():
+        for index, x in enumerate(inputs):
+            started = time.perf_counter()
+            call(x)
+            if index >= min(_WARMUP_CALLS, len(inputs) // 2):
+                seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def _latency_summary(seconds: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
+    return {"calls": len(seconds), "p50_ms": 1e3 * statistics.median(seconds), "p99_ms": 1e3 * cuts[98]}
+
+
+def serving_markdown(result: ServeBenchmark) -> str:
+    """The benchmark's figures as the markdown tables of docs/BENCHMARKS.md."""
+    lines = ["| path | p50 ms | p99 ms | bytes/request |", "| --- | ---: | ---: | ---: |"]
+    for name, row in result.baselines.items():
+        lines.append(f"| {name.replace('_', ' ')} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | – |")
+    for codec, row in result.round_trip.items():
+        path = "GET /healthz over loopback (HTTP alone)" if codec == "healthz" else f"EdgeClient over loopback, {codec}"
+        lines.append(f"| {path} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['bytes_per_request']:,} |")
+    lines += ["", "| codec | clients | p50 ms | p99 ms | requests/s | bytes/request | errors |"]
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in result.load:
+        lines.append(
+            f"| {row['codec']} | {row['concurrency']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+            f"| {row['throughput']:,.0f} | {row['bytes_per_request']:,.0f} | {row['errors']} |"
+        )
+    batching, soak = result.batching, result.soak
+    if batching:
+        lines += [
+            "",
+            f"Dynamic batching at {batching['concurrency']} clients: {batching['batched']['throughput']:,.0f} "
+            f"requests/s against {batching['unbatched']['throughput']:,.0f} with `--max-batch 1` "
+            f"(**{batching['speedup']:.2f}×**).",
+        ]
+    if soak:
+        lines.append(
+            f"Soak: {soak['requests']:,} requests at {soak['concurrency']} clients, {soak['errors']} errors, "
+            f"server RSS {soak['rss_before_mib']:.1f} → {soak['rss_after_mib']:.1f} MiB "
+            f"(**{100 * soak['rss_growth']:+.1f}%**)."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""``benchmark_serving`` end to end on a tiny bundle: every part measured, and the figures consistent."""
+
+import json
+
+from splitveil.bench.serving import ServeBenchSettings, benchmark_serving, serving_markdown
+from splitveil.serve.codec import CODECS
+
+
+def test_every_part_is_measured_against_real_servers(bundle, trained, tiny_data):
+    settings = ServeBenchSettings(
+        concurrency=(1, 3), requests=30, round_trips=12, soak_requests=60, soak_warmup=10, distinct_bodies=4
+    )
+    result = benchmark_serving(bundle, tiny_data.test.images, unsplit=trained.model, settings=settings, progress=False)
+    assert set(result.baselines) == {"unsplit", "in_process_split"}
+    assert set(result.round_trip) == {*CODECS, "healthz"}
+    # int8 < float16 < float32 on the wire, as sent by the load generator
+    sizes = {row["codec"]: row["bytes_per_request"] for row in result.load if row["concurrency"] == 1}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]
+    assert [(row["codec"], row["concurrency"]) for row in result.load] == [(c, n) for c in CODECS for n in (1, 3)]
+    assert all(row["errors"] == 0 and row["requests"] == 30 for row in result.load)
+    assert result.batching["speedup"] > 0 and result.batching["unbatched"]["errors"] == 0
+    assert result.soak["requests"] == 60 and result.soak["errors"] == 0 and result.soak["rss_before_mib"] > 0
+    json.dumps(result.to_dict())  # what --out writes
+    text = serving_markdown(result)
+    assert "EdgeClient over loopback, int8" in text and "Dynamic batching at 16 clients" in text
