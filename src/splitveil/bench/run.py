@@ -1,146 +1,107 @@
-"""``splitveil bench run``: model × cuts × defenses × strengths × attacks, one row per cell, then the report.
+"""``splitveil bench run``: model × cuts × defenses × strengths × attacks, as cells on an executor.
 
-Cells whose rows are already in ``results.jsonl`` are skipped, so re-running a spec (or resuming a
-killed run) finishes the missing cells only. The trained model comes from the checkpoint cache.
+The spec expands into cells (:mod:`splitveil.bench.cells`); the scheduler runs the missing ones on
+a local process pool or a Ray cluster and records each in the run directory's SQLite store as it
+finishes; ``results.jsonl`` and ``report.html`` are then exported from the store. Re-running the
+same spec skips finished cells, so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
-from splitveil.bench.audit import feature_mutual_information, output_privacy, run_attack
+from splitveil.bench.cells import Cell, expand_cells
+from splitveil.bench.executors import create_executor
+from splitveil.bench.export import assemble_rows, write_results
 from splitveil.bench.report import build_report
-from splitveil.bench.results import ResultRow, append_row, cell_id, read_rows
+from splitveil.bench.results import RESULTS_FILE, ResultRow
+from splitveil.bench.scheduler import RunSummary, check_fingerprints, run_cells
+from splitveil.bench.store import STORE_FILE, ResultStore
+from splitveil.bench.tasks import CellOutcome, CellRequest
 from splitveil.checkpoint import CheckpointCache
-from splitveil.config import DefenseSpec, ExperimentSpec, write_resolved
+from splitveil.config import ExperimentSpec, write_resolved
 from splitveil.data import load_dataset
-from splitveil.deploy import deploy
-from splitveil.experiment import check_cuts, train_or_load
-from splitveil.metrics import privacy_accuracy, privacy_index, train_evaluation_classifier
-from splitveil.split import cut_aliases
+from splitveil.errors import ConfigError, SplitveilError
+from splitveil.experiment import check_cuts
 
 RECONSTRUCTIONS_DIR = "reconstructions"
 
 
 def run_bench(
-    spec: ExperimentSpec, out: str | Path, *, cache: CheckpointCache | None = None, progress: bool = True
+    spec: ExperimentSpec,
+    out: str | Path,
+    *,
+    cache: CheckpointCache | None = None,
+    progress: bool = True,
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
 ) -> list[ResultRow]:
-    """Run every (cut, attack) cell of ``spec`` not yet in ``out``; write rows, tensors and the report."""
+    """Run every cell of ``spec`` not yet done in ``out``; export the rows and the report."""
     out = Path(out)
-    (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
-    write_resolved(spec, out)
+    cache = cache or CheckpointCache.default()
+    cells = plan_cells(spec)
+    if (out / RESULTS_FILE).is_file() and not (out / STORE_FILE).is_file():
+        raise ConfigError(
+            f"{out} holds results of an older splitveil (results.jsonl without {STORE_FILE}); "
+            "run with a new --out directory so that nothing there is overwritten"
+        )
+    with ResultStore(out) as store:
+        check_fingerprints(cells, store, out)
+        (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
+        write_resolved(spec, out)
+        runner = create_executor(executor, workers=workers, address=address)
+        try:
+            summary = run_cells(
+                cells,
+                store=store,
+                executor=runner,
+                request=lambda cell: CellRequest(spec.model_dump(mode="json"), str(cache.root), cell, runner.threads),
+                on_outcome=lambda cell, outcome: _keep_tensors(out, cell, outcome),
+                progress=progress,
+            )
+        finally:
+            runner.shutdown()
+        rows = assemble_rows(spec, cells, store.cells())
+    write_results(out, rows)
+    if rows:
+        build_report(out)
+    _raise_if_failed(summary, out)
+    return rows
+
+
+def plan_cells(spec: ExperimentSpec) -> list[Cell]:
+    """The spec's cells (the cuts checked against the model first: a bad cut fails before any work)."""
     data = load_dataset(spec.data.name, seed=spec.seed, **spec.data.loader_options())
     if spec.cuts:
         check_cuts(spec, data, spec.cuts)
-    trained = train_or_load(spec, cache=cache, data=data, progress=progress)
-    model = trained.model.eval()
-    depth = {name: index for index, name in enumerate(cut_aliases(model))}
-    cuts = spec.cuts or list(depth)
-    previous = read_rows(out)
-    finished = {row.cell_id for row in previous}
-    undefended = {(row.cut, row.attack): row for row in previous if row.defense == "none"}
-    targets = data.test.take(spec.audit.targets)
-    evaluator = None
-    if spec.audit.evaluator.enabled and spec.attacks:
-        evaluator = train_evaluation_classifier(
-            data, model=spec.audit.evaluator.model, epochs=spec.audit.evaluator.epochs, seed=spec.seed
+        cuts = spec.cuts
+    else:
+        from splitveil.experiment import build_model
+        from splitveil.split import cut_aliases
+
+        cuts = list(cut_aliases(build_model(spec, data)))
+    return expand_cells(spec, cuts)
+
+
+def _keep_tensors(out: Path, cell: Cell, outcome: CellOutcome) -> dict:
+    """Write an attack's reconstructions next to the store; the result then names the file."""
+    result = dict(outcome.result)
+    if outcome.tensors is not None:
+        name = f"{RECONSTRUCTIONS_DIR}/{cell.id.removeprefix('attack/')}.safetensors"
+        path = out / name
+        staging = path.with_suffix(".partial")
+        staging.write_bytes(outcome.tensors)
+        staging.replace(path)
+        result["reconstruction_file"] = name
+    return result
+
+
+def _raise_if_failed(summary: RunSummary, out: Path) -> None:
+    if summary.failed:
+        first_id, first_error = summary.failed[0]
+        last_line = first_error.strip().splitlines()[-1] if first_error.strip() else first_error
+        raise SplitveilError(
+            f"{len(summary.failed)} cell(s) failed (first: {first_id}: {last_line}); the others are recorded in "
+            f"{out}. `splitveil bench status {out}` lists the errors; re-running the spec retries the failed cells"
         )
-    evaluator_accuracy = None if evaluator is None else privacy_accuracy(evaluator, targets.images, targets.labels)
-    for cut_name in cuts:
-        for label, defense_spec, strength in spec_variants(spec):
-            pending = [a for a in spec.attacks if _cell(spec, cut_name, label, strength, a.name) not in finished]
-            if not pending:
-                continue
-            deployed = deploy(spec, trained, cut_name, defense_spec, strength, cache=cache, progress=progress)
-            split = deployed.split
-            profile = split.profile(data.input_shape)
-            mi_images = data.test.take(spec.audit.mine.samples).images
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(spec.seed)  # a noisy edge samples its noise as deployed, reproducibly
-                mi = feature_mutual_information(split, mi_images, spec.audit.mine, seed=spec.seed)
-            outputs = output_privacy(split, spec.audit.output, data=data, seed=spec.seed, progress=progress)
-            for attack in pending:
-                outcome = run_attack(
-                    split, attack, data=data, targets=targets, evaluator=evaluator, seed=spec.seed, progress=progress
-                )
-                identifier = _cell(spec, cut_name, label, strength, attack.name)
-                shown = spec.audit.grid_images
-                save_file(
-                    {
-                        "original": targets.images[:shown].contiguous(),
-                        "reconstruction": outcome.reconstruction[:shown].contiguous(),
-                    },
-                    str(out / RECONSTRUCTIONS_DIR / f"{identifier}.safetensors"),
-                )
-                row = ResultRow(
-                    model=spec.model.name,
-                    dataset=spec.data.name,
-                    cut=cut_name,
-                    cut_index=depth.get(cut_name, cuts.index(cut_name)),
-                    defense=label,
-                    strength=strength,
-                    attack=attack.name,
-                    seed=spec.seed,
-                    accuracy=deployed.accuracy,
-                    ssim=outcome.ssim,
-                    psnr=outcome.psnr,
-                    mse=outcome.mse,
-                    mi=mi,
-                    privacy_accuracy=outcome.privacy_accuracy,
-                    evaluator_accuracy=evaluator_accuracy,
-                    privacy_index=_privacy_index(
-                        undefended.get((cut_name, attack.name)),
-                        outcome.privacy_accuracy,
-                        deployed.accuracy,
-                        chance=1 / data.num_classes,
-                    ),
-                    edge_flops=profile.edge_flops,
-                    cloud_flops=profile.cloud_flops,
-                    edge_params=profile.edge_params,
-                    feature_shape=list(profile.feature_shape),
-                    feature_bytes=profile.feature_bytes,
-                    targets=len(targets),
-                    seconds=round(outcome.seconds, 3),
-                    reconstruction_file=f"{RECONSTRUCTIONS_DIR}/{identifier}.safetensors",
-                    output_privacy=outputs,
-                )
-                append_row(out, row)
-                if label == "none":
-                    undefended[(cut_name, attack.name)] = row
-    build_report(out)
-    return read_rows(out)
-
-
-def _privacy_index(
-    reference: ResultRow | None, privacy_accuracy: float | None, accuracy: float, *, chance: float
-) -> float | None:
-    """PI of a cell against the undefended cell of the same cut and attack (0 for that cell itself)."""
-    if reference is None:  # this is the undefended cell (it always runs first at its cut)
-        return None if privacy_accuracy is None else 0.0
-    if privacy_accuracy is None or reference.privacy_accuracy is None or reference.accuracy <= chance:
-        return None
-    return privacy_index(
-        pa_defended=privacy_accuracy,
-        pa_undefended=reference.privacy_accuracy,
-        accuracy_defended=accuracy,
-        accuracy_undefended=reference.accuracy,
-        chance=chance,
-    )
-
-
-def spec_variants(spec: ExperimentSpec) -> list[tuple[str, DefenseSpec | None, float]]:
-    """``(label, defense spec, strength)`` of every defended variant, the undefended split first.
-
-    A strength of 0 is the identity of every defense, so it is the undefended cell and not repeated.
-    """
-    variants: list[tuple[str, DefenseSpec | None, float]] = [("none", None, 0.0)]
-    for defense in spec.defenses:
-        variants += [(defense.display_name, defense, strength) for strength in defense.strengths if strength > 0]
-    return variants
-
-
-def _cell(spec: ExperimentSpec, cut_name: str, defense: str, strength: float, attack: str) -> str:
-    return cell_id(spec.model.name, spec.data.name, cut_name, defense, strength, attack)

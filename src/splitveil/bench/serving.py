@@ -55,6 +55,10 @@ class ServeBenchmark:
     """The figures of one run; :meth:`to_dict` is what ``--out`` writes."""
 
     bundle: str
+    #: The deployment measured (the report's cost table matches serving figures to its cells by these).
+    cut: str | None = None
+    defense: str = "none"
+    strength: float = 0.0
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     round_trip: dict[str, dict[str, float]] = field(default_factory=dict)
     load: list[dict[str, Any]] = field(default_factory=list)
@@ -64,6 +68,9 @@ class ServeBenchmark:
     def to_dict(self) -> dict[str, Any]:
         return {
             "bundle": self.bundle,
+            "cut": self.cut,
+            "defense": self.defense,
+            "strength": self.strength,
             "baselines": self.baselines,
             "round_trip": self.round_trip,
             "load": self.load,

@@ -1,0 +1,107 @@
+"""Where cells run: a process pool on this machine, or a Ray cluster.
+
+Both hand back :class:`concurrent.futures.Future` objects, so the scheduler does not care which
+one it drives. ``slots`` is how many cells run at once; the scheduler never submits more, so a
+submitted cell is a running cell (and the progress display can say so).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Protocol
+
+from splitveil.bench.tasks import CellOutcome, CellRequest, execute_cell
+from splitveil.errors import ConfigError
+
+
+class Executor(Protocol):
+    name: str
+    slots: int
+    #: torch threads per cell: the machine's cores shared among the cells that run at once.
+    threads: int
+
+    def submit(self, request: CellRequest) -> Future[CellOutcome]: ...
+
+    def shutdown(self) -> None: ...
+
+
+class LocalExecutor:
+    """A pool of ``workers`` processes (spawned, so each has its own torch state)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None) -> None:
+        cores = os.cpu_count() or 1
+        self.slots = workers or cores
+        if self.slots < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.slots}")
+        self.threads = max(1, cores // self.slots)
+        self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, request: CellRequest) -> Future[CellOutcome]:
+        return self._pool.submit(execute_cell, request)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Cells as Ray tasks of one CPU each, on the cluster at ``address`` (None: a local Ray started here)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, connect_timeout: float = 5.0) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'splitveil[ray]'") from None
+        if address not in (None, "auto", "local"):
+            _check_reachable(address, connect_timeout)
+        try:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+        except ConnectionError as exc:
+            raise ConfigError(
+                f"could not join the Ray cluster at {address}: {exc}. A cluster with token authentication "
+                "needs its token here too: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)"
+            ) from None
+        self._ray = ray
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.slots = max(1, cpus)
+        self.threads = 1  # Ray gives each task one CPU
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(execute_cell)
+
+    def submit(self, request: CellRequest) -> Future[CellOutcome]:
+        return self._remote.remote(request).future()
+
+    def shutdown(self) -> None:
+        self._ray.shutdown()
+
+
+def create_executor(name: str, *, workers: int | None = None, address: str | None = None) -> Executor:
+    if name == "local":
+        if address is not None:
+            raise ConfigError("--address is for --executor ray; the local executor runs on this machine")
+        return LocalExecutor(workers)
+    if name == "ray":
+        if workers is not None:
+            raise ConfigError("--workers is for --executor local; Ray runs one cell per CPU of its cluster")
+        return RayExecutor(address)
+    raise ConfigError(f"unknown executor {name!r}; choose local or ray")
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """Fail fast, with the fix, when nothing listens at a Ray address (ray.init would wait a long time)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"Ray address {address!r} is not HOST:PORT (e.g. 127.0.0.1:6379)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+            f"`ray start --head --port {port}` there, or leave out --address for a local Ray"
+        ) from None

@@ -1,0 +1,98 @@
+"""From the store to ``results.jsonl``: one :class:`ResultRow` per finished attack cell.
+
+A row joins its attack cell with the deploy cell it attacked and the evaluator; the privacy index
+(which compares a defended cell with the undefended one of the same cut and attack) is computed
+here, from finished rows, so no cell has to wait for another's result to compute its own.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from splitveil.bench.cells import EVALUATOR_ID, TRAIN_ID, Cell, deploy_id
+from splitveil.bench.results import RESULTS_FILE, ResultRow
+from splitveil.bench.store import StoredCell
+from splitveil.config import ExperimentSpec
+from splitveil.metrics import privacy_index
+
+#: What a row takes from its deploy cell (shared by every attack on that split) and from its attack cell.
+_FROM_DEPLOY = ("accuracy", "mi", "edge_flops", "cloud_flops", "edge_params", "feature_shape", "feature_bytes",
+                "output_privacy")  # fmt: skip
+_FROM_ATTACK = ("ssim", "psnr", "mse", "privacy_accuracy", "targets", "reconstruction_file")
+
+
+def assemble_rows(spec: ExperimentSpec, cells: list[Cell], stored: dict[str, StoredCell]) -> list[ResultRow]:
+    """The rows of every attack cell done in ``stored``, in the spec's order."""
+    done = {cell_id: entry.result for cell_id, entry in stored.items() if entry.status == "done"}
+    train = done.get(TRAIN_ID) or {}
+    depth = {name: index for index, name in enumerate(train.get("cut_order", []))}
+    evaluator = done.get(EVALUATOR_ID) or {}
+    rows: list[ResultRow] = []
+    for cell in cells:
+        if cell.kind != "attack" or cell.id not in done:
+            continue
+        deployed = done.get(deploy_id(cell.cut, cell.defense, cell.strength))
+        if deployed is None:
+            continue  # cannot happen for a consistent store: an attack runs after its deploy cell
+        attack = done[cell.id]
+        rows.append(
+            ResultRow(
+                model=spec.model.name,
+                dataset=spec.data.name,
+                cut=cell.cut,
+                cut_index=depth.get(cell.cut, spec.cuts.index(cell.cut) if cell.cut in spec.cuts else 0),
+                defense=cell.defense,
+                strength=cell.strength,
+                attack=cell.attack,
+                seed=spec.seed,
+                evaluator_accuracy=evaluator.get("evaluator_accuracy"),
+                seconds=attack["attack_seconds"],
+                **{name: deployed[name] for name in _FROM_DEPLOY},
+                **{name: attack[name] for name in _FROM_ATTACK},
+            )
+        )
+    return _with_privacy_index(rows, chance=1 / train["num_classes"]) if rows else rows
+
+
+def _with_privacy_index(rows: list[ResultRow], *, chance: float) -> list[ResultRow]:
+    undefended = {(row.cut, row.attack): row for row in rows if row.defense == "none"}
+    out = []
+    for row in rows:
+        reference = undefended.get((row.cut, row.attack))
+        out.append(row.model_copy(update={"privacy_index": _privacy_index(row, reference, chance)}))
+    return out
+
+
+def _privacy_index(row: ResultRow, reference: ResultRow | None, chance: float) -> float | None:
+    if row.privacy_accuracy is None:
+        return None
+    if row.defense == "none":
+        return 0.0
+    if reference is None or reference.privacy_accuracy is None or reference.accuracy <= chance:
+        return None
+    return privacy_index(
+        pa_defended=row.privacy_accuracy,
+        pa_undefended=reference.privacy_accuracy,
+        accuracy_defended=row.accuracy,
+        accuracy_undefended=reference.accuracy,
+        chance=chance,
+    )
+
+
+def write_results(directory: Path, rows: list[ResultRow]) -> Path:
+    """Replace ``results.jsonl`` atomically: a reader (or a full disk) never sees half a file."""
+    path = directory / RESULTS_FILE
+    handle, staging = tempfile.mkstemp(prefix=".results.", suffix=".jsonl", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as out:
+            for row in rows:
+                out.write(row.model_dump_json() + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,75 @@
+"""``splitveil bench status DIR``: how far a run directory is, read from its store (safe while it runs)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from splitveil.bench.cells import Cell
+from splitveil.bench.store import STORE_FILE, ResultStore
+from splitveil.config import load_spec
+from splitveil.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    directory: Path
+    total: Counter[str]  # cells per kind
+    done: Counter[str]
+    failed: dict[str, str]  # cell id -> last line of its error
+    started: set[str]  # started in the latest run and not finished (running, or cut off by a kill)
+    last_run_started: float | None
+    remaining_seconds: float | None = field(default=None)
+
+    @property
+    def pending(self) -> int:
+        return sum(self.total.values()) - sum(self.done.values()) - len(self.failed)
+
+
+def run_status(directory: str | Path) -> RunStatus:
+    from splitveil.bench.run import plan_cells
+
+    directory = Path(directory)
+    spec_file = directory / "spec.resolved.yaml"
+    if not (directory / STORE_FILE).is_file() or not spec_file.is_file():
+        raise ConfigError(
+            f"{directory} is not a bench run directory (no {STORE_FILE}); start one with `splitveil bench run`"
+        )
+    cells = plan_cells(load_spec(spec_file))
+    with ResultStore(directory) as store:
+        stored, started, runs = store.cells(), store.running(), store.runs()
+    known = {cell.id for cell in cells}
+    done = Counter(entry.kind for cell_id, entry in stored.items() if entry.status == "done" and cell_id in known)
+    failed = {
+        cell_id: (entry.error or "").strip().splitlines()[-1] if (entry.error or "").strip() else ""
+        for cell_id, entry in stored.items()
+        if entry.status == "failed" and cell_id in known
+    }
+    return RunStatus(
+        directory=directory,
+        total=Counter(cell.kind for cell in cells),
+        done=done,
+        failed=failed,
+        started=started - {cell_id for cell_id, entry in stored.items() if entry.status == "done"},
+        last_run_started=runs[-1]["started_at"] if runs else None,
+        remaining_seconds=_remaining(cells, stored),
+    )
+
+
+def _remaining(cells: list[Cell], stored: dict) -> float | None:
+    """Cell-seconds left, from the mean time of the finished cells of each kind (None before any)."""
+    seconds: dict[str, list[float]] = {}
+    for entry in stored.values():
+        if entry.status == "done" and entry.seconds is not None:
+            seconds.setdefault(entry.kind, []).append(entry.seconds)
+    if not seconds:
+        return None
+    overall = sum(sum(v) for v in seconds.values()) / sum(len(v) for v in seconds.values())
+    todo = [cell for cell in cells if cell.id not in stored or stored[cell.id].status != "done"]
+    return sum(sum(seconds[c.kind]) / len(seconds[c.kind]) if c.kind in seconds else overall for c in todo)
+
+
+def elapsed(status: RunStatus) -> float | None:
+    return None if status.last_run_started is None else time.time() - status.last_run_started
