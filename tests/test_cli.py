@@ -1,6 +1,7 @@
 """The CLI through its real entry point: one-line errors, exit code 2, JSON output."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -119,6 +120,15 @@ def test_bench_run_and_report_commands(tiny_spec, tmp_path):
     (out / "report.html").unlink()
     assert runner.invoke(app, ["bench", "report", str(out)]).exit_code == 0
     assert (out / "report.html").is_file()
+    status = runner.invoke(app, ["bench", "status", str(out)])
+    assert status.exit_code == 0, status.output
+    assert "complete: every cell is done" in status.output
+    assert re.search(r"attack\s*│\s*1\s*│\s*1\s*│\s*0\s*│\s*0", status.output), status.output
+
+
+def test_bench_status_of_a_directory_that_is_not_a_run(tmp_path):
+    result = run_cli("bench", "status", str(tmp_path))
+    assert result.returncode != 0 and "is not a bench run directory" in result.stderr
 
 
 def test_bench_rmle_batching_command(tiny_spec, tmp_path):

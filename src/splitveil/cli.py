@@ -147,6 +147,9 @@ def bench_run(
     ] = None,
     executor: Annotated[str, typer.Option(help="Where cells run: local (a process pool) or ray.")] = "local",
     workers: Annotated[int | None, typer.Option(help="Local worker processes (default: one per core).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads per local worker (default: cores / workers).")
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address HOST:PORT (default: start a local Ray).")
     ] = None,
@@ -157,7 +160,7 @@ def bench_run(
     from splitveil.config import load_spec
 
     resolved = load_spec(spec, {"data.data_dir": data_dir, "cuts": cuts or None})
-    options = {"executor": executor, "workers": workers, "address": address}
+    options = {"executor": executor, "workers": workers, "threads": threads, "address": address}
     rows = run_bench(resolved, out, cache=_cache(cache_dir), progress=progress, **options)
     typer.echo(f"{len(rows)} result rows in {out / 'results.jsonl'}; report: {out / 'report.html'}")
 
@@ -273,6 +276,31 @@ def bench_serve(
     typer.echo(serving_markdown(result))
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=2))
+
+
+@bench_app.command("scaling")
+def bench_scaling(
+    spec: Annotated[Path, typer.Argument(help="YAML bench spec (e.g. configs/quick.yaml).")],
+    runs: Annotated[
+        list[str], typer.Option("--run", help="WORKERS or WORKERS:THREADS per worker, e.g. 1:1, 2:1, 1:2 (repeatable).")
+    ],
+) -> None:
+    """Wall time of the whole spec, from a cold cache, with each number of local workers, side by side."""
+    from splitveil.bench.scaling import time_workers
+    from splitveil.config import load_spec
+
+    configurations = []
+    for run in runs:
+        count, _, threads = run.partition(":")
+        if not count.isdigit() or (threads and not threads.isdigit()):
+            raise typer.BadParameter(f"--run takes WORKERS or WORKERS:THREADS, got {run!r}")
+        configurations.append((int(count), int(threads) if threads else None))
+    points = time_workers(load_spec(spec), configurations)
+    table = Table("workers", "threads each", "wall time s", "rows", "time / first")
+    for point in points:
+        ratio = f"{point.seconds / points[0].seconds:.2f}"
+        table.add_row(str(point.workers), str(point.threads), f"{point.seconds:.1f}", str(point.rows), ratio)
+    _console().print(table)
 
 
 @bench_app.command("rmle-batching")

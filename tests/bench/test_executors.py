@@ -137,5 +137,14 @@ def test_a_full_disk_while_writing_records_nothing_as_done(tmp_path, monkeypatch
 def test_unknown_executor_and_misplaced_options_are_named(tmp_path):
     with pytest.raises(ConfigError, match="unknown executor 'slurm'"):
         run_bench(parse_spec(SPEC), tmp_path / "a", progress=False, executor="slurm")
-    with pytest.raises(ConfigError, match="--workers is for --executor local"):
+    with pytest.raises(ConfigError, match="--workers and --threads are for --executor local"):
         run_bench(parse_spec(SPEC), tmp_path / "b", progress=False, executor="ray", workers=2)
+
+
+def test_scaling_times_each_configuration_from_scratch():
+    from splitveil.bench.scaling import time_workers
+
+    small = parse_spec({**SPEC, "cuts": ["relu22"], "defenses": [], "attacks": SPEC["attacks"][:1]})
+    points = time_workers(small, [(1, 1), (2, None)])
+    assert [(p.workers, p.threads) for p in points] == [(1, 1), (2, max(1, (os.cpu_count() or 1) // 2))]
+    assert all(p.rows == 1 and p.seconds > 0 for p in points)

@@ -33,12 +33,14 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
         cores = os.cpu_count() or 1
         self.slots = workers or cores
         if self.slots < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.slots}")
-        self.threads = max(1, cores // self.slots)
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        self.threads = threads or max(1, cores // self.slots)
         self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=multiprocessing.get_context("spawn"))
 
     def submit(self, request: CellRequest) -> Future[CellOutcome]:
@@ -80,14 +82,16 @@ class RayExecutor:
         self._ray.shutdown()
 
 
-def create_executor(name: str, *, workers: int | None = None, address: str | None = None) -> Executor:
+def create_executor(
+    name: str, *, workers: int | None = None, threads: int | None = None, address: str | None = None
+) -> Executor:
     if name == "local":
         if address is not None:
             raise ConfigError("--address is for --executor ray; the local executor runs on this machine")
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, threads)
     if name == "ray":
-        if workers is not None:
-            raise ConfigError("--workers is for --executor local; Ray runs one cell per CPU of its cluster")
+        if workers is not None or threads is not None:
+            raise ConfigError("--workers and --threads are for --executor local; Ray runs one cell per CPU")
         return RayExecutor(address)
     raise ConfigError(f"unknown executor {name!r}; choose local or ray")
 

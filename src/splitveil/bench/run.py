@@ -35,6 +35,7 @@ def run_bench(
     progress: bool = True,
     executor: str = "local",
     workers: int | None = None,
+    threads: int | None = None,
     address: str | None = None,
 ) -> list[ResultRow]:
     """Run every cell of ``spec`` not yet done in ``out``; export the rows and the report."""
@@ -50,7 +51,7 @@ def run_bench(
         check_fingerprints(cells, store, out)
         (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
         write_resolved(spec, out)
-        runner = create_executor(executor, workers=workers, address=address)
+        runner = create_executor(executor, workers=workers, threads=threads, address=address)
         try:
             summary = run_cells(
                 cells,

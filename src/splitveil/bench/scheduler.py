@@ -54,63 +54,82 @@ def run_cells(
     progress: bool = True,
 ) -> RunSummary:
     """Compute every cell not yet done; returns what happened."""
-    stored = store.cells()
-    done = {cell_id for cell_id, entry in stored.items() if entry.status == "done"}
-    todo = [cell for cell in cells if cell.id not in done]
-    summary = RunSummary(skipped=len(cells) - len(todo))
-    run = store.start_run(executor=executor.name, workers=executor.slots, cells=len(todo))
-    failed: set[str] = set()
-    in_flight: dict[Future[CellOutcome], Cell] = {}
-    waiting = list(todo)
-    with progress_bar("cells", total=len(todo), enabled=progress) as advance:
-        while waiting or in_flight:
-            for cell in list(waiting):
-                if len(in_flight) >= executor.slots:
-                    break
-                blocked = next((dep for dep in cell.deps if dep in failed), None)
-                if blocked is not None:
-                    waiting.remove(cell)
-                    _fail(store, run, cell, f"not run: its dependency {blocked} failed", None, failed, summary)
-                    advance(running=len(in_flight), failed=len(failed))
-                elif all(dep in done for dep in cell.deps):
-                    waiting.remove(cell)
-                    store.log_started(run, cell.id, executor.name)
-                    in_flight[executor.submit(request(cell))] = cell
-            if not in_flight:
-                if waiting:  # only cells whose dependencies are neither done nor running: a bug
-                    raise RuntimeError(f"cells {[c.id for c in waiting]} wait on dependencies that never run")
+    run = _Run(cells, store, executor, request, on_outcome)
+    with progress_bar("cells", total=len(run.waiting), enabled=progress) as advance:
+        while run.waiting or run.in_flight:
+            run.submit_ready(advance)
+            if not run.in_flight:
+                if run.waiting:  # cells whose dependencies are neither done nor running: a bug in the graph
+                    raise RuntimeError(f"cells {[c.id for c in run.waiting]} wait on dependencies that never run")
                 break
-            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            finished, _ = wait(run.in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
-                cell = in_flight.pop(future)
-                try:
-                    outcome = future.result()
-                    result = on_outcome(cell, outcome)
-                    store.record_done(
-                        run, cell.id, kind=cell.kind, fingerprint=cell.fingerprint, result=result,
-                        seconds=outcome.seconds, worker=outcome.worker,
-                    )  # fmt: skip
-                except StoreFullError:
-                    raise
-                except BrokenProcessPool:
-                    error = "its worker process died (killed, or out of memory)"
-                    _fail(store, run, cell, error, None, failed, summary)
-                    raise
-                except CellError as exc:  # raised in the worker: the message is its traceback
-                    _fail(store, run, cell, str(exc), None, failed, summary)
-                except Exception as exc:  # noqa: BLE001 - e.g. a full disk writing the cell's files: not done
-                    _fail(store, run, cell, f"{type(exc).__name__}: {exc}", None, failed, summary)
-                else:
-                    done.add(cell.id)
-                    summary.done += 1
-                advance(running=len(in_flight), failed=len(failed))
-    store.finish_run(run)
-    return summary
+                run.collect(future)
+                advance(running=len(run.in_flight), failed=len(run.failed))
+    store.finish_run(run.id)
+    return run.summary
 
 
-def _fail(
-    store: ResultStore, run: int, cell: Cell, error: str, worker: str | None, failed: set[str], summary: RunSummary
-) -> None:
-    store.record_failed(run, cell.id, kind=cell.kind, fingerprint=cell.fingerprint, error=error, worker=worker)
-    failed.add(cell.id)
-    summary.failed.append((cell.id, error))
+class _Run:
+    """One run's bookkeeping: what is done, failed, waiting and in flight, and the store it writes."""
+
+    def __init__(
+        self,
+        cells: list[Cell],
+        store: ResultStore,
+        executor: Executor,
+        request: Callable[[Cell], CellRequest],
+        on_outcome: OnOutcome,
+    ) -> None:
+        self.store, self.executor, self.request, self.on_outcome = store, executor, request, on_outcome
+        self.done = {cell_id for cell_id, entry in store.cells().items() if entry.status == "done"}
+        self.waiting = [cell for cell in cells if cell.id not in self.done]
+        self.summary = RunSummary(skipped=len(cells) - len(self.waiting))
+        self.id = store.start_run(executor=executor.name, workers=executor.slots, cells=len(self.waiting))
+        self.failed: set[str] = set()
+        self.in_flight: dict[Future[CellOutcome], Cell] = {}
+
+    def submit_ready(self, advance: Callable[..., None]) -> None:
+        """Submit waiting cells whose dependencies are done, up to the executor's slots; fail the blocked."""
+        for cell in list(self.waiting):
+            if len(self.in_flight) >= self.executor.slots:
+                return
+            blocked = next((dep for dep in cell.deps if dep in self.failed), None)
+            if blocked is not None:
+                self.waiting.remove(cell)
+                self.fail(cell, f"not run: its dependency {blocked} failed")
+                advance(running=len(self.in_flight), failed=len(self.failed))
+            elif all(dep in self.done for dep in cell.deps):
+                self.waiting.remove(cell)
+                self.store.log_started(self.id, cell.id, self.executor.name)
+                self.in_flight[self.executor.submit(self.request(cell))] = cell
+
+    def collect(self, future: Future[CellOutcome]) -> None:
+        """Record a finished cell as done, or as failed with its error."""
+        cell = self.in_flight.pop(future)
+        try:
+            outcome = future.result()
+            result = self.on_outcome(cell, outcome)
+            self.store.record_done(
+                self.id, cell.id, kind=cell.kind, fingerprint=cell.fingerprint, result=result,
+                seconds=outcome.seconds, worker=outcome.worker,
+            )  # fmt: skip
+        except StoreFullError:
+            raise  # nothing can be recorded any more: stop, with the fix in the message
+        except BrokenProcessPool:
+            self.fail(cell, "its worker process died (killed, or out of memory)")
+            raise
+        except CellError as exc:  # raised in the worker: the message is its traceback
+            self.fail(cell, str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk writing the cell's files: not done
+            self.fail(cell, f"{type(exc).__name__}: {exc}")
+        else:
+            self.done.add(cell.id)
+            self.summary.done += 1
+
+    def fail(self, cell: Cell, error: str) -> None:
+        self.store.record_failed(
+            self.id, cell.id, kind=cell.kind, fingerprint=cell.fingerprint, error=error, worker=None
+        )
+        self.failed.add(cell.id)
+        self.summary.failed.append((cell.id, error))
