@@ -51,6 +51,9 @@ def attack(
         resolved, cut_name, defense=defense, strength=strength, cache=cache, progress=progress
     )
     split, data = deployment.deployed.split.eval(), deployment.trained.data
+    import torch
+
+    torch.manual_seed(resolved.seed)  # a noisy edge draws its noise as the bench's cells do: reproducibly
     options = {"data": data, "seed": resolved.seed, "progress": progress}
     if capture is None:
         chosen = data.test.take(targets)

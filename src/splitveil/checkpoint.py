@@ -44,8 +44,13 @@ def environment_versions() -> dict[str, str]:
     return {"splitveil": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def save_checkpoint(directory: str | Path, model: nn.Module, metadata: dict[str, Any]) -> Path:
-    """Atomically write ``model``'s state dict and ``metadata`` into ``directory``."""
+def save_checkpoint(directory: str | Path, model: nn.Module, metadata: dict[str, Any], *, replace: bool = True) -> Path:
+    """Atomically write ``model``'s state dict and ``metadata`` into ``directory``.
+
+    ``replace=False`` is for cache entries, which two processes may compute at once: the first
+    complete entry wins and a later writer discards its copy, so a reader never sees an entry
+    removed under it.
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -53,13 +58,25 @@ def save_checkpoint(directory: str | Path, model: nn.Module, metadata: dict[str,
         state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
         save_file(state, str(staging / WEIGHTS_FILE))
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str))
+        if _complete(directory) and not replace:
+            shutil.rmtree(staging)
+            return directory
         if directory.exists():
             shutil.rmtree(directory)
-        os.replace(staging, directory)
+        try:
+            os.replace(staging, directory)
+        except OSError:
+            if replace or not _complete(directory):
+                raise
+            shutil.rmtree(staging)  # another writer finished first
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
+
+
+def _complete(directory: Path) -> bool:
+    return (directory / WEIGHTS_FILE).is_file() and (directory / METADATA_FILE).is_file()
 
 
 def read_metadata(directory: str | Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from splitveil.checkpoint import (
 )
 from splitveil.config import DefenseSpec, ExperimentSpec
 from splitveil.defenses import Defense, NoDefense, create_defense
+from splitveil.errors import CheckpointError
 from splitveil.experiment import TrainedModel, build_model
 from splitveil.split import SplitModel, cut
 from splitveil.train import evaluate, fit
@@ -54,8 +55,12 @@ def deploy(
     *,
     cache: CheckpointCache | None = None,
     progress: bool = True,
+    cached_only: bool = False,
 ) -> DeployedSplit:
-    """The split of ``trained`` at ``cut_name`` with ``defense_spec`` at ``strength`` (None: undefended)."""
+    """The split of ``trained`` at ``cut_name`` with ``defense_spec`` at ``strength`` (None: undefended).
+
+    ``cached_only``: a defended split that trains must already be in the cache (an error otherwise).
+    """
     if defense_spec is None:
         defense: Defense = NoDefense(strength=0.0)
     else:
@@ -63,7 +68,9 @@ def deploy(
     needs_training = defense_spec is not None and strength > 0 and _trains(defense_spec, defense)
     record: dict[str, Any] = {}
     if needs_training:
-        split, from_cache, record = _train_defended(spec, trained, cut_name, defense_spec, defense, cache, progress)
+        split, from_cache, record = _train_defended(
+            spec, trained, cut_name, defense_spec, defense, cache, progress, cached_only
+        )
     else:
         split, from_cache = defense.apply(cut(trained.model, at=cut_name)), True
     split.eval()
@@ -100,6 +107,7 @@ def _train_defended(
     defense: Defense,
     cache: CheckpointCache | None,
     progress: bool,
+    cached_only: bool = False,
 ) -> tuple[SplitModel, bool, dict[str, Any]]:
     cache = cache or CheckpointCache.default()
     epochs = defense_spec.epochs or spec.train.epochs
@@ -114,6 +122,11 @@ def _train_defended(
         defense.restore(split, record)
         load_weights(entry, split)
         return split, True, record
+    if cached_only:
+        raise CheckpointError(
+            f"the {defense_spec.display_name} split at {cut_name} is not in the checkpoint cache at {entry}; "
+            "its deploy cell must run first (on several machines, --cache-dir must be on a shared filesystem)"
+        )
     config = spec.train.model_copy(update={"epochs": epochs})
     train = {"seed": spec.seed, "loss_terms": [defense.loss_terms], "keep": "last", "progress": progress}
     result = fit(split, trained.data, config, hooks=defense.hooks(), **train)
@@ -132,5 +145,5 @@ def _train_defended(
         "metrics": result.metrics(),
         "versions": environment_versions(),
     }
-    save_checkpoint(entry, split, metadata)
+    save_checkpoint(entry, split, metadata, replace=False)
     return split, False, record

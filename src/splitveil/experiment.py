@@ -26,6 +26,7 @@ from splitveil.checkpoint import (
 )
 from splitveil.config import ExperimentSpec
 from splitveil.data import DatasetSplits, load_dataset
+from splitveil.errors import CheckpointError
 from splitveil.models import create_model
 from splitveil.split import cut
 from splitveil.train import fit
@@ -89,8 +90,13 @@ def train_or_load(
     cache: CheckpointCache | None = None,
     data: DatasetSplits | None = None,
     progress: bool = True,
+    cached_only: bool = False,
 ) -> TrainedModel:
-    """Return the spec's trained model, training it only if no cached checkpoint matches."""
+    """Return the spec's trained model, training it only if no cached checkpoint matches.
+
+    ``cached_only`` makes a missing checkpoint an error instead (a bench cell whose dependency must
+    have trained it already).
+    """
     cache = cache or CheckpointCache.default()
     data = data or load_dataset(spec.data.name, seed=spec.seed, **spec.data.loader_options())
     key = cache_key(spec, data)
@@ -99,6 +105,11 @@ def train_or_load(
     if cache.contains(key):
         load_weights(entry, model)
         return TrainedModel(model.eval(), data, read_metadata(entry), entry, from_cache=True)
+    if cached_only:
+        raise CheckpointError(
+            f"the trained model is not in the checkpoint cache at {entry}; its train cell must run first "
+            "(on a Ray cluster of several machines, --cache-dir must be on a shared filesystem)"
+        )
     result = fit(model, data, spec.train, seed=spec.seed, progress=progress)
     metadata = {
         "cache_key": key,
@@ -110,5 +121,5 @@ def train_or_load(
         "history": [record.__dict__ for record in result.history],
         "versions": environment_versions(),
     }
-    save_checkpoint(entry, model, metadata)
+    save_checkpoint(entry, model, metadata, replace=False)
     return TrainedModel(model.eval(), data, metadata, entry, from_cache=False)

@@ -87,7 +87,10 @@ def test_a_run_killed_mid_way_resumes_and_computes_each_cell_once(tmp_path):
     first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and first.poll() is None:
-        done = [cell for _, cell, event in _events(out) if event == "done"] if (out / "results.sqlite").exists() else []
+        try:
+            done = [cell for _, cell, event in _events(out) if event == "done"]
+        except sqlite3.OperationalError:  # the store is being created
+            done = []
         if sum(cell.startswith("attack/") for cell in done) >= 2:
             break
         time.sleep(0.05)
@@ -115,21 +118,27 @@ def test_an_unreachable_ray_address_is_a_clear_error(tmp_path):
 
 def test_a_full_disk_while_writing_records_nothing_as_done(tmp_path, monkeypatch):
     spec, cache = parse_spec({**SPEC, "cuts": ["relu22"], "defenses": []}), CheckpointCache(tmp_path / "c")
-    real_write = Path.write_bytes
+    real_open = Path.open
 
-    def full_disk(path, data):
-        if path.suffix == ".partial":  # an attack's reconstructions, written by the driver
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real_write(path, data)
+    def full_disk(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if path.name.endswith(".safetensors.partial"):  # an attack's reconstructions, written by the driver
 
-    monkeypatch.setattr(Path, "write_bytes", full_disk)
+            def no_space(data):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+            handle.write = no_space
+        return handle
+
+    monkeypatch.setattr(Path, "open", full_disk)
     with pytest.raises(SplitveilError, match=r"2 cell\(s\) failed.*No space left on device"):
         run_bench(spec, tmp_path / "run", cache=cache, progress=False, workers=1)
     assert (tmp_path / "run" / "results.jsonl").read_text() == ""  # no attack recorded as done
     failed = [cell for _, cell, event in _events(tmp_path / "run") if event == "failed"]
     assert len(failed) == 2 and all(cell.startswith("attack/") for cell in failed)
 
-    monkeypatch.setattr(Path, "write_bytes", real_write)  # space freed: the same command finishes the run
+    assert not list((tmp_path / "run").rglob("*.partial"))  # nothing half-written left behind
+    monkeypatch.setattr(Path, "open", real_open)  # space freed: the same command finishes the run
     rows = run_bench(spec, tmp_path / "run", cache=cache, progress=False, workers=1)
     assert len(rows) == 2
 
@@ -137,7 +146,7 @@ def test_a_full_disk_while_writing_records_nothing_as_done(tmp_path, monkeypatch
 def test_unknown_executor_and_misplaced_options_are_named(tmp_path):
     with pytest.raises(ConfigError, match="unknown executor 'slurm'"):
         run_bench(parse_spec(SPEC), tmp_path / "a", progress=False, executor="slurm")
-    with pytest.raises(ConfigError, match="--workers and --threads are for --executor local"):
+    with pytest.raises(ConfigError, match="--workers is for --executor local"):
         run_bench(parse_spec(SPEC), tmp_path / "b", progress=False, executor="ray", workers=2)
 
 

@@ -20,34 +20,54 @@ from splitveil.errors import ConfigError
 class Executor(Protocol):
     name: str
     slots: int
-    #: torch threads per cell: the machine's cores shared among the cells that run at once.
+    #: torch threads per cell. Results are bit-identical across executors for the same value (the
+    #: float reductions of a convolution can depend on it).
     threads: int
 
     def submit(self, request: CellRequest) -> Future[CellOutcome]: ...
 
-    def shutdown(self) -> None: ...
+    def restart(self) -> None: ...
+
+    def shutdown(self, *, wait: bool = True) -> None: ...
 
 
 class LocalExecutor:
-    """A pool of ``workers`` processes (spawned, so each has its own torch state)."""
+    """A pool of ``workers`` processes (spawned, so each has its own torch state).
+
+    Workers die with the driver (Linux's parent-death signal), so a driver killed with SIGKILL leaves
+    no worker computing a cell that the restarted driver computes again.
+    """
 
     name = "local"
 
     def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
         cores = os.cpu_count() or 1
-        self.slots = workers or cores
+        self.slots = cores if workers is None else workers
         if self.slots < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.slots}")
         if threads is not None and threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {threads}")
         self.threads = threads or max(1, cores // self.slots)
-        self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(max_workers=self.slots, mp_context=context, initializer=_die_with_parent)
 
     def submit(self, request: CellRequest) -> Future[CellOutcome]:
         return self._pool.submit(execute_cell, request)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def restart(self) -> None:
+        """A fresh pool after a worker died (the old pool is broken for every task it held)."""
+        self.shutdown(wait=False)
+        self._pool = self._new_pool()
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop the pool; ``wait=False`` also terminates workers busy with a cell (an error path)."""
+        if not wait:
+            for process in list(getattr(self._pool, "_processes", {}).values()):  # no public API for this
+                process.terminate()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class RayExecutor:
@@ -55,7 +75,7 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, address: str | None = None, *, threads: int = 1, connect_timeout: float = 5.0) -> None:
         try:
             import ray
         except ImportError:
@@ -71,14 +91,17 @@ class RayExecutor:
             ) from None
         self._ray = ray
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.slots = max(1, cpus)
-        self.threads = 1  # Ray gives each task one CPU
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(execute_cell)
+        self.threads = threads  # torch threads per cell; a cell reserves as many CPUs
+        self.slots = max(1, cpus // threads)
+        self._remote = ray.remote(num_cpus=threads, max_retries=0)(execute_cell)
 
     def submit(self, request: CellRequest) -> Future[CellOutcome]:
         return self._remote.remote(request).future()
 
-    def shutdown(self) -> None:
+    def restart(self) -> None:
+        """Nothing to rebuild: Ray reports a lost worker per task, and the cell fails alone."""
+
+    def shutdown(self, *, wait: bool = True) -> None:
         self._ray.shutdown()
 
 
@@ -90,10 +113,22 @@ def create_executor(
             raise ConfigError("--address is for --executor ray; the local executor runs on this machine")
         return LocalExecutor(workers, threads)
     if name == "ray":
-        if workers is not None or threads is not None:
-            raise ConfigError("--workers and --threads are for --executor local; Ray runs one cell per CPU")
-        return RayExecutor(address)
+        if workers is not None:
+            raise ConfigError("--workers is for --executor local; Ray runs as many cells as its cluster has CPUs")
+        return RayExecutor(address, threads=threads or 1)
     raise ConfigError(f"unknown executor {name!r}; choose local or ray")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the driver dies (no-op elsewhere)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_reachable(address: str, timeout: float) -> None:

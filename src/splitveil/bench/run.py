@@ -8,6 +8,7 @@ same spec skips finished cells, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from splitveil.bench.cells import Cell, expand_cells
@@ -16,10 +17,10 @@ from splitveil.bench.export import assemble_rows, write_results
 from splitveil.bench.report import build_report
 from splitveil.bench.results import RESULTS_FILE, ResultRow
 from splitveil.bench.scheduler import RunSummary, check_fingerprints, run_cells
-from splitveil.bench.store import STORE_FILE, ResultStore
+from splitveil.bench.store import STORE_FILE, ResultStore, run_lock
 from splitveil.bench.tasks import CellOutcome, CellRequest
 from splitveil.checkpoint import CheckpointCache
-from splitveil.config import ExperimentSpec, write_resolved
+from splitveil.config import ExperimentSpec
 from splitveil.data import load_dataset
 from splitveil.errors import ConfigError, SplitveilError
 from splitveil.experiment import check_cuts
@@ -47,26 +48,29 @@ def run_bench(
             f"{out} holds results of an older splitveil (results.jsonl without {STORE_FILE}); "
             "run with a new --out directory so that nothing there is overwritten"
         )
-    with ResultStore(out) as store:
+    cache_root = str(cache.root.resolve())  # workers may run in another working directory (Ray)
+    with run_lock(out), ResultStore(out) as store:
         check_fingerprints(cells, store, out)
         (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
-        write_resolved(spec, out)
+        _write_atomically(out / "spec.resolved.yaml", spec.to_yaml().encode())
         runner = create_executor(executor, workers=workers, threads=threads, address=address)
+        finished = False
         try:
             summary = run_cells(
                 cells,
                 store=store,
                 executor=runner,
-                request=lambda cell: CellRequest(spec.model_dump(mode="json"), str(cache.root), cell, runner.threads),
+                request=lambda cell: CellRequest(spec.model_dump(mode="json"), cache_root, cell, runner.threads),
                 on_outcome=lambda cell, outcome: _keep_tensors(out, cell, outcome),
                 progress=progress,
             )
+            finished = True
         finally:
-            runner.shutdown()
+            runner.shutdown(wait=finished)  # on an error, stop the cells in flight instead of waiting for them
         rows = assemble_rows(spec, cells, store.cells())
-    write_results(out, rows)
-    if rows:
-        build_report(out)
+        write_results(out, rows)
+        if rows:
+            build_report(out)
     _raise_if_failed(summary, out)
     return rows
 
@@ -90,12 +94,23 @@ def _keep_tensors(out: Path, cell: Cell, outcome: CellOutcome) -> dict:
     result = dict(outcome.result)
     if outcome.tensors is not None:
         name = f"{RECONSTRUCTIONS_DIR}/{cell.id.removeprefix('attack/')}.safetensors"
-        path = out / name
-        staging = path.with_suffix(".partial")
-        staging.write_bytes(outcome.tensors)
-        staging.replace(path)
+        _write_atomically(out / name, outcome.tensors)
         result["reconstruction_file"] = name
     return result
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write a temporary file, flush it to disk, rename it over ``path``; on failure leave nothing behind."""
+    staging = path.with_name(f".{path.name}.partial")
+    try:
+        with staging.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        staging.replace(path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 def _raise_if_failed(summary: RunSummary, out: Path) -> None:

@@ -8,6 +8,7 @@ every other cell goes on. At most ``executor.slots`` cells are in flight, so "su
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -21,8 +22,9 @@ from splitveil.bench.tasks import CellError, CellOutcome, CellRequest
 from splitveil.errors import ConfigError
 from splitveil.progress import progress_bar
 
-#: Called with each finished attack cell's outcome before it is recorded (writes its tensors).
+#: Called with each finished cell's outcome before it is recorded: keeps its tensors, returns its result.
 OnOutcome = Callable[[Cell, CellOutcome], dict]
+_MAX_WORKER_DEATHS = 3
 
 
 @dataclass
@@ -34,8 +36,8 @@ class RunSummary:
 
 def check_fingerprints(cells: list[Cell], store: ResultStore, directory: Path) -> None:
     """Refuse to mix results: a recorded cell whose settings differ from the spec's is an error."""
-    stored = store.cells()
-    changed = [c.id for c in cells if c.id in stored and stored[c.id].fingerprint != c.fingerprint]
+    done = {cell_id: entry for cell_id, entry in store.cells().items() if entry.status == "done"}
+    changed = [c.id for c in cells if c.id in done and done[c.id].fingerprint != c.fingerprint]
     if changed:
         listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise ConfigError(
@@ -66,6 +68,11 @@ def run_cells(
             for future in finished:
                 run.collect(future)
                 advance(running=len(run.in_flight), failed=len(run.failed))
+            if run.pool_broken:  # every cell the dead pool held fails with it: requeue them, then a new pool
+                for future in wait(run.in_flight).done:
+                    run.collect(future)
+                executor.restart()
+                run.pool_broken = False
     store.finish_run(run.id)
     return run.summary
 
@@ -88,6 +95,8 @@ class _Run:
         self.id = store.start_run(executor=executor.name, workers=executor.slots, cells=len(self.waiting))
         self.failed: set[str] = set()
         self.in_flight: dict[Future[CellOutcome], Cell] = {}
+        self.pool_broken = False
+        self.worker_deaths: Counter[str] = Counter()
 
     def submit_ready(self, advance: Callable[..., None]) -> None:
         """Submit waiting cells whose dependencies are done, up to the executor's slots; fail the blocked."""
@@ -117,8 +126,14 @@ class _Run:
         except StoreFullError:
             raise  # nothing can be recorded any more: stop, with the fix in the message
         except BrokenProcessPool:
-            self.fail(cell, "its worker process died (killed, or out of memory)")
-            raise
+            # A worker died (killed, out of memory) and took the pool's other cells with it; which
+            # one killed it is unknown, so each goes back in the queue, up to a few times.
+            self.pool_broken = True
+            self.worker_deaths[cell.id] += 1
+            if self.worker_deaths[cell.id] >= _MAX_WORKER_DEATHS:
+                self.fail(cell, f"its worker process died {_MAX_WORKER_DEATHS} times (killed, or out of memory)")
+            else:
+                self.waiting.insert(0, cell)
         except CellError as exc:  # raised in the worker: the message is its traceback
             self.fail(cell, str(exc))
         except Exception as exc:  # noqa: BLE001 - e.g. a full disk writing the cell's files: not done

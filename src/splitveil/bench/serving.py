@@ -152,7 +152,7 @@ class _Runner:
         return self._bodies[codec]
 
     def load(self, url: str, codec: Codec, concurrency: int) -> LoadResult:
-        """A short warm-up (connections, the server's first batches), then the measured run."""
+        """A short warm-up (the server's first batches and allocations), then the measured run."""
         bodies, requests = self.bodies(codec), self.settings.requests
         run_load(url, bodies, concurrency=concurrency, requests=min(requests, 4 * concurrency + 50), token=self.token)
         result = run_load(url, bodies, concurrency=concurrency, requests=requests, token=self.token)
@@ -191,6 +191,8 @@ def _time_calls(call: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch
 
 
 def _latency_summary(seconds: list[float]) -> dict[str, float]:
+    if len(seconds) < 2:
+        raise ValueError(f"a latency summary needs at least 2 timed calls, got {len(seconds)}; raise round_trips")
     cuts = statistics.quantiles(seconds, n=100, method="inclusive")
     return {"calls": len(seconds), "p50_ms": 1e3 * statistics.median(seconds), "p99_ms": 1e3 * cuts[98]}
 

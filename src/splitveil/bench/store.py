@@ -2,8 +2,10 @@
 
 Each finished cell is written in one transaction together with its "done" event, so a run killed
 at any instant leaves every cell either recorded with its whole result or not recorded at all.
-Workers log "started" themselves; the log (``events``) therefore shows what ran, where, and how
-often, which is how a resumed run is checked for cells computed twice.
+Only the driver writes (workers return their results to it): it logs "started" when it hands a
+cell to the executor, so the log (``events``) shows what ran, on which executor and worker, and how
+often, which is how a resumed run is checked for cells computed twice. :func:`run_lock` keeps a
+second driver out of a directory in use.
 
 A failed cell is recorded as failed with its error; it does not count as done, so the next run of
 the same spec tries it again.
@@ -144,9 +146,12 @@ class ResultStore:
         self, run: int, cell_id: str, *, kind: str, fingerprint: str, error: str, worker: str | None
     ) -> None:
         with self._write():
+            # A failure never replaces a done cell (it would throw a finished result away).
             self._db.execute(
-                "INSERT OR REPLACE INTO cells (id, kind, fingerprint, status, result, error, seconds, worker, "
-                "finished_at) VALUES (?, ?, ?, 'failed', NULL, ?, NULL, ?, ?)",
+                "INSERT INTO cells (id, kind, fingerprint, status, result, error, seconds, worker, finished_at) "
+                "VALUES (?, ?, ?, 'failed', NULL, ?, NULL, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "fingerprint = excluded.fingerprint, status = 'failed', error = excluded.error, "
+                "worker = excluded.worker, finished_at = excluded.finished_at WHERE cells.status <> 'done'",
                 (cell_id, kind, fingerprint, error, worker, time.time()),
             )
             self._event(run, cell_id, "failed", worker)
@@ -236,6 +241,33 @@ class ResultStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def run_lock(directory: str | Path) -> Iterator[None]:
+    """Hold the run directory for one driver; a second one is refused at once, with the reason."""
+    import fcntl
+
+    path = Path(directory) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SplitveilError(
+                f"{directory} is in use by another `splitveil bench run` ({holder}); wait for it to finish "
+                f"(`splitveil bench status {directory}`) or stop it, then run again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def worker_name() -> str:

@@ -87,16 +87,18 @@ def _context(spec_json: str, cache_root: str) -> _Context:
     return _Context(spec, CheckpointCache(Path(cache_root)), data)
 
 
-def _trained(context: _Context):
+def _trained(context: _Context, *, cached_only: bool = True):
+    """The target model; only the train cell may train it, every other cell finds it in the cache."""
     from splitveil.experiment import train_or_load
 
-    return train_or_load(context.spec, cache=context.cache, data=context.data, progress=False)
+    options = {"cache": context.cache, "data": context.data, "progress": False, "cached_only": cached_only}
+    return train_or_load(context.spec, **options)
 
 
 def _train(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
     from splitveil.split import cut_aliases
 
-    trained = _trained(context)
+    trained = _trained(context, cached_only=False)
     return {
         "test_accuracy": trained.metadata.get("test_accuracy"),
         "from_cache": trained.from_cache,
@@ -128,7 +130,7 @@ def _evaluator(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
         evaluator = train_evaluation_classifier(
             data, model=spec.audit.evaluator.model, epochs=spec.audit.evaluator.epochs, seed=spec.seed
         )
-        save_checkpoint(entry, evaluator, {"kind": "evaluator", "model": spec.audit.evaluator.model})
+        save_checkpoint(entry, evaluator, {"kind": "evaluator", "model": spec.audit.evaluator.model}, replace=False)
     targets = data.test.take(spec.audit.targets)
     return {"evaluator_accuracy": privacy_accuracy(evaluator, targets.images, targets.labels)}, None
 
@@ -141,20 +143,19 @@ def _load_evaluator(context: _Context, entry: Path) -> torch.nn.Module:
     return load_weights(entry, model).eval()
 
 
-def _deployed(context: _Context, cell: Cell):
+def _deployed(context: _Context, cell: Cell, *, cached_only: bool):
+    """The deployed split; its deploy cell trains a defended split, an attack cell finds it cached."""
     from splitveil.deploy import deploy
 
-    spec = context.spec
-    return deploy(
-        spec, _trained(context), cell.cut, cell.defense_spec, cell.strength, cache=context.cache, progress=False
-    )
+    spec, options = context.spec, {"cache": context.cache, "progress": False, "cached_only": cached_only}
+    return deploy(spec, _trained(context), cell.cut, cell.defense_spec, cell.strength, **options)
 
 
 def _deploy(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
     from splitveil.bench.audit import feature_mutual_information, output_privacy
 
     spec, data = context.spec, context.data
-    deployed = _deployed(context, cell)
+    deployed = _deployed(context, cell, cached_only=False)
     split = deployed.split
     profile = split.profile(data.input_shape)
     mi_images = data.test.take(spec.audit.mine.samples).images
@@ -179,7 +180,7 @@ def _attack(context: _Context, cell: Cell) -> tuple[dict[str, Any], bytes]:
     from splitveil.bench.audit import run_attack
 
     spec, data = context.spec, context.data
-    deployed = _deployed(context, cell)
+    deployed = _deployed(context, cell, cached_only=True)
     targets = data.test.take(spec.audit.targets)
     evaluator = _cached_evaluator(context) if spec.audit.evaluator.enabled else None
     outcome = run_attack(

@@ -7,7 +7,8 @@ optionally holds a batch open a little longer to collect more (throughput for la
 
 The model runs in one worker thread, so the event loop keeps accepting and parsing requests while
 it computes (torch releases the GIL inside its kernels). The exception is a lone request whose
-forward pass has been measured shorter than ``inline_below``: handing it to the thread and back
+forward pass is expected (from the time per sample measured so far) to take less than
+``inline_below``: handing it to the thread and back
 costs two thread wake-ups (a few hundred microseconds on a small machine), more than the work
 itself, so it runs on the event loop. Batches of several requests always go to the thread.
 """
@@ -15,6 +16,7 @@ itself, so it runs on the event loop. Batches of several requests always go to t
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +52,7 @@ class MicroBatcher:
         self.max_wait = max_wait
         self.on_batch = on_batch
         self.inline_below = inline_below
-        self._lone_seconds: float | None = None  # running mean of a lone request's forward pass
+        self._seconds_per_sample: float | None = None  # running mean over lone requests' forward passes
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._carry: _Pending | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitveil-cloud")
@@ -134,17 +136,19 @@ class MicroBatcher:
             start = end
 
     async def _run_forward(self, inputs: torch.Tensor, *, lone: bool) -> torch.Tensor:
-        if not lone:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._forward, inputs)
-        started = time.perf_counter()
-        if self._lone_seconds is not None and self._lone_seconds < self.inline_below:
-            outputs = self._forward(inputs)
-        else:  # unmeasured or slow: keep the event loop free while it computes
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._forward, inputs)
-        seconds = time.perf_counter() - started
-        self._lone_seconds = seconds if self._lone_seconds is None else 0.9 * self._lone_seconds + 0.1 * seconds
-        return outputs
+        per_sample = self._seconds_per_sample
+        if lone and per_sample is not None and per_sample * len(inputs) < self.inline_below:
+            return self._forward(inputs, measure=True)
+        # unmeasured, slow or a batch: keep the event loop free while it computes
+        work = functools.partial(self._forward, inputs, measure=lone)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
-    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _forward(self, inputs: torch.Tensor, *, measure: bool = False) -> torch.Tensor:
+        started = time.perf_counter()
         with torch.inference_mode():
-            return self.forward(inputs)
+            outputs = self.forward(inputs)
+        if measure:  # the forward pass alone, not the hand-off: that is what running inline costs
+            seconds = (time.perf_counter() - started) / len(inputs)
+            previous = self._seconds_per_sample
+            self._seconds_per_sample = seconds if previous is None else 0.9 * previous + 0.1 * seconds
+        return outputs

@@ -54,6 +54,8 @@ def deployment_from_spec(
     from splitveil.data import load_dataset
 
     defense_spec = None
+    if defense is None and strength:
+        raise ConfigError(f"a strength ({strength:g}) was given without a defense; name one with --defense")
     if defense is not None:
         labels = {entry.display_name: entry for entry in spec.defenses}
         if defense not in labels:

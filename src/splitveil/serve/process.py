@@ -11,8 +11,10 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -54,6 +56,7 @@ class ServerProcess:
             self.command += ["--cert", str(tls[0]), "--key", str(tls[1])]
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -62,9 +65,19 @@ class ServerProcess:
         return self.process.pid
 
     def start(self) -> ServerProcess:
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # The server's output goes to a file, not a pipe: nobody reads a pipe while the server runs,
+        # and a full one (a burst of tracebacks) would block the server.
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
         self.wait_ready()
         return self
+
+    def output(self) -> str:
+        """What the server has printed so far."""
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def wait_ready(self) -> None:
         """Block until ``/readyz`` answers 200; a server that exits first raises with its output."""
@@ -73,8 +86,9 @@ class ServerProcess:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode() if self.process.stdout else ""
-                raise ServeError(f"the server exited with {self.process.returncode} before it was ready:\n{output}")
+                raise ServeError(
+                    f"the server exited with {self.process.returncode} before it was ready:\n{self.output()}"
+                )
             try:
                 if httpx.get(f"{self.url}/readyz", verify=verify, timeout=1.0).status_code == 200:
                     return
