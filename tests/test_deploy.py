@@ -84,3 +84,11 @@ def test_patrol_prunes_to_the_budget_and_reloads_the_pruned_structure(trained, c
     x = tiny_data.test.images[:4]
     for a, b in zip(_edge_outputs(first, x), _edge_outputs(second, x), strict=True):
         assert torch.equal(a, b)
+
+
+def test_cached_only_refuses_to_train(tiny_data, cache):
+    from splitveil.errors import CheckpointError
+    from splitveil.experiment import train_or_load
+
+    with pytest.raises(CheckpointError, match="not in the checkpoint cache.*train cell must run first"):
+        train_or_load(SPEC, cache=cache, data=tiny_data, progress=False, cached_only=True)

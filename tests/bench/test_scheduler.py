@@ -3,6 +3,7 @@
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -26,8 +27,9 @@ class ThreadExecutor:
     name = "threads"
     threads = 1
 
-    def __init__(self, slots, fail=()):
-        self.slots, self.fail = slots, set(fail)
+    def __init__(self, slots, fail=(), die_once=()):
+        self.slots, self.fail, self.die_once = slots, set(fail), set(die_once)
+        self.restarts = 0
         self.pool = ThreadPoolExecutor(max_workers=8)
         self.finished: set[str] = set()
         self.active = self.peak = 0
@@ -44,13 +46,19 @@ class ThreadExecutor:
         time.sleep(0.01)
         with self.lock:
             self.active -= 1
+        if cell.id in self.die_once:
+            self.die_once.discard(cell.id)
+            raise BrokenProcessPool("a worker died")
         if cell.id in self.fail:
             raise CellError(f"Traceback ...\nRuntimeError: {cell.id} broke")
         with self.lock:
             self.finished.add(cell.id)
         return CellOutcome({"id": cell.id}, 0.01, "thread")
 
-    def shutdown(self):
+    def restart(self):
+        self.restarts += 1
+
+    def shutdown(self, wait=True):
         self.pool.shutdown()
 
 
@@ -108,3 +116,13 @@ def test_changed_settings_for_a_recorded_cell_are_refused(tmp_path):
     changed = expand_cells(parse_spec({**SPEC, "attacks": [{"name": "rmle", "options": {"steps": 5}}]}), ["relu22"])
     with ResultStore(tmp_path) as store, pytest.raises(ConfigError, match="other settings.*new --out"):
         check_fingerprints(changed, store, tmp_path)
+
+
+def test_a_dead_worker_sends_its_cells_back_to_a_fresh_pool(tmp_path):
+    cells = expand_cells(parse_spec(SPEC), ["relu22"])
+    victim = "deploy/relu22/nopeek/1"
+    executor = ThreadExecutor(slots=2, die_once={victim})
+    summary, stored, events = _run(tmp_path, executor, cells)
+    assert executor.restarts == 1 and not summary.failed
+    assert stored[victim].status == "done"
+    assert [e["event"] for e in events if e["cell"] == victim] == ["started", "started", "done"]

@@ -82,3 +82,22 @@ def test_a_store_of_another_schema_is_refused_not_misread(tmp_path):
     db.close()
     with pytest.raises(SplitveilError, match="another version of splitveil.*new --out"):
         ResultStore(tmp_path)
+
+
+def test_a_failure_never_replaces_a_done_cell(tmp_path):
+    with ResultStore(tmp_path) as store:
+        run = store.start_run(executor="local", workers=1, cells=1)
+        _done(store, run)
+        store.record_failed(run, "attack/a", kind="attack", fingerprint="f", error="late duplicate", worker=None)
+        assert store.cells()["attack/a"].status == "done"
+
+
+def test_one_driver_per_run_directory(tmp_path):
+    from splitveil.bench.store import run_lock
+
+    with run_lock(tmp_path):
+        with pytest.raises(SplitveilError, match=r"in use by another `splitveil bench run` \(pid \d+"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):  # released: the next run may start
+        pass
