@@ -196,3 +196,12 @@ def test_bench_run_can_run_one_cut_of_a_spec(tiny_spec, tmp_path):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {row["cut"] for row in rows} == {"relu22"}  # instead of the spec's conv11
     assert "- relu22" in (out / "spec.resolved.yaml").read_text()
+
+
+def test_bench_run_of_a_malformed_spec_names_the_key_and_records_nothing(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(TINY_SPEC.replace("attacks:", "atacks:"))
+    out = tmp_path / "run"
+    result = run_cli("bench", "run", str(spec), "--out", str(out), "--cache-dir", str(tmp_path / "c"))
+    assert result.returncode == 2 and "atacks" in result.stderr
+    assert not out.exists() and not (tmp_path / "c").exists()
