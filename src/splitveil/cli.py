@@ -153,6 +153,9 @@ def bench_run(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address HOST:PORT (default: start a local Ray).")
     ] = None,
+    rerun_changed: Annotated[
+        bool, typer.Option("--rerun-changed", help="Recompute cells of OUT whose settings the spec changed.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run every cell of SPEC not already done in OUT, then write OUT/results.jsonl and OUT/report.html."""
@@ -161,6 +164,7 @@ def bench_run(
 
     resolved = load_spec(spec, {"data.data_dir": data_dir, "cuts": cuts or None})
     options = {"executor": executor, "workers": workers, "threads": threads, "address": address}
+    options["rerun_changed"] = rerun_changed
     rows = run_bench(resolved, out, cache=_cache(cache_dir), progress=progress, **options)
     typer.echo(f"{len(rows)} result rows in {out / 'results.jsonl'}; report: {out / 'report.html'}")
 

@@ -114,8 +114,13 @@ def test_changed_settings_for_a_recorded_cell_are_refused(tmp_path):
     cells = expand_cells(parse_spec(SPEC), ["relu22"])
     _run(tmp_path, ThreadExecutor(slots=2), cells)
     changed = expand_cells(parse_spec({**SPEC, "attacks": [{"name": "rmle", "options": {"steps": 5}}]}), ["relu22"])
-    with ResultStore(tmp_path) as store, pytest.raises(ConfigError, match="other settings.*new --out"):
+    with ResultStore(tmp_path) as store, pytest.raises(ConfigError, match="other settings.*--rerun-changed"):
         check_fingerprints(changed, store, tmp_path)
+    with ResultStore(tmp_path) as store:
+        forgotten = check_fingerprints(changed, store, tmp_path, rerun_changed=True)
+        assert forgotten and all("rmle" in cell_id for cell_id in forgotten)
+        assert not set(forgotten) & set(store.cells())  # to be computed again; the others are kept
+        assert len(store.cells()) == len(cells) - len(forgotten)
 
 
 def test_a_dead_worker_sends_its_cells_back_to_a_fresh_pool(tmp_path):

@@ -38,6 +38,7 @@ def run_bench(
     workers: int | None = None,
     threads: int | None = None,
     address: str | None = None,
+    rerun_changed: bool = False,
 ) -> list[ResultRow]:
     """Run every cell of ``spec`` not yet done in ``out``; export the rows and the report."""
     out = Path(out)
@@ -50,7 +51,7 @@ def run_bench(
         )
     cache_root = str(cache.root.resolve())  # workers may run in another working directory (Ray)
     with run_lock(out), ResultStore(out) as store:
-        check_fingerprints(cells, store, out)
+        check_fingerprints(cells, store, out, rerun_changed=rerun_changed)
         (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
         _write_atomically(out / "spec.resolved.yaml", spec.to_yaml().encode())
         runner = create_executor(executor, workers=workers, threads=threads, address=address)

@@ -34,16 +34,22 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def check_fingerprints(cells: list[Cell], store: ResultStore, directory: Path) -> None:
-    """Refuse to mix results: a recorded cell whose settings differ from the spec's is an error."""
+def check_fingerprints(
+    cells: list[Cell], store: ResultStore, directory: Path, *, rerun_changed: bool = False
+) -> list[str]:
+    """Refuse to mix results: a recorded cell whose settings differ from the spec's is an error, unless
+    ``rerun_changed``, which forgets those cells so that they are computed again. Returns their ids."""
     done = {cell_id: entry for cell_id, entry in store.cells().items() if entry.status == "done"}
     changed = [c.id for c in cells if c.id in done and done[c.id].fingerprint != c.fingerprint]
-    if changed:
+    if changed and not rerun_changed:
         listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise ConfigError(
             f"{directory} holds results of {listed} computed with other settings than this spec's; "
-            "run the changed spec with a new --out directory (or delete the old one)"
+            "recompute them with --rerun-changed, or run the changed spec with a new --out directory"
         )
+    if changed:
+        store.forget(changed)
+    return changed
 
 
 def run_cells(

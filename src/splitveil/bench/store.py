@@ -156,6 +156,12 @@ class ResultStore:
             )
             self._event(run, cell_id, "failed", worker)
 
+    def forget(self, cell_ids: list[str]) -> None:
+        """Drop recorded cells (their settings changed) so that the next run computes them again;
+        the event log keeps their history."""
+        with self._write():
+            self._db.executemany("DELETE FROM cells WHERE id = ?", [(cell_id,) for cell_id in cell_ids])
+
     def _event(self, run: int, cell_id: str, event: str, worker: str | None) -> None:
         self._db.execute(
             "INSERT INTO events (run, cell, event, worker, at) VALUES (?, ?, ?, ?, ?)",
