@@ -40,7 +40,7 @@ class DeployedSplit:
 
     split: SplitModel
     defense: Defense
-    accuracy: float
+    accuracy: float | None  # None when the caller asked not to measure it (deploy(measure=False))
     from_cache: bool
     #: The defense's structural record (:meth:`Defense.finalize`), to rebuild the split elsewhere.
     finalize_record: dict[str, Any] = field(default_factory=dict)
@@ -56,10 +56,12 @@ def deploy(
     cache: CheckpointCache | None = None,
     progress: bool = True,
     cached_only: bool = False,
+    measure: bool = True,
 ) -> DeployedSplit:
     """The split of ``trained`` at ``cut_name`` with ``defense_spec`` at ``strength`` (None: undefended).
 
     ``cached_only``: a defended split that trains must already be in the cache (an error otherwise).
+    ``measure=False`` skips the test-set evaluation (a caller that has the accuracy already).
     """
     if defense_spec is None:
         defense: Defense = NoDefense(strength=0.0)
@@ -74,9 +76,11 @@ def deploy(
     else:
         split, from_cache = defense.apply(cut(trained.model, at=cut_name)), True
     split.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)  # noise defenses draw from the global generator, as deployed
-        accuracy = evaluate(split, trained.data.test, batch_size=spec.train.eval_batch_size)["accuracy"]
+    accuracy = None
+    if measure:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)  # noise defenses draw from the global generator, as deployed
+            accuracy = evaluate(split, trained.data.test, batch_size=spec.train.eval_batch_size)["accuracy"]
     return DeployedSplit(split=split, defense=defense, accuracy=accuracy, from_cache=from_cache, finalize_record=record)
 
 

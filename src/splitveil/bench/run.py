@@ -17,7 +17,7 @@ from splitveil.bench.export import assemble_rows, write_results
 from splitveil.bench.report import build_report
 from splitveil.bench.results import RESULTS_FILE, ResultRow
 from splitveil.bench.scheduler import RunSummary, check_fingerprints, run_cells
-from splitveil.bench.store import STORE_FILE, ResultStore, run_lock
+from splitveil.bench.store import STORE_FILE, ResultStore, error_headline, run_lock
 from splitveil.bench.tasks import CellOutcome, CellRequest
 from splitveil.checkpoint import CheckpointCache
 from splitveil.config import ExperimentSpec
@@ -117,8 +117,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
 def _raise_if_failed(summary: RunSummary, out: Path) -> None:
     if summary.failed:
         first_id, first_error = summary.failed[0]
-        last_line = first_error.strip().splitlines()[-1] if first_error.strip() else first_error
+        first = f"{first_id}: {error_headline(first_error)}"
         raise SplitveilError(
-            f"{len(summary.failed)} cell(s) failed (first: {first_id}: {last_line}); the others are recorded in "
+            f"{len(summary.failed)} cell(s) failed (first: {first}); the others are recorded in "
             f"{out}. `splitveil bench status {out}` lists the errors; re-running the spec retries the failed cells"
         )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from splitveil.bench.cells import Cell
-from splitveil.bench.store import STORE_FILE, ResultStore
-from splitveil.config import load_spec
+from splitveil.bench.cells import TRAIN_ID, Cell, expand_cells
+from splitveil.bench.store import STORE_FILE, ResultStore, StoredCell, error_headline
+from splitveil.config import ExperimentSpec, load_spec
 from splitveil.errors import ConfigError
 
 
@@ -20,7 +19,6 @@ class RunStatus:
     done: Counter[str]
     failed: dict[str, str]  # cell id -> last line of its error
     started: set[str]  # started in the latest run and not finished (running, or cut off by a kill)
-    last_run_started: float | None
     remaining_seconds: float | None = field(default=None)
 
     @property
@@ -29,21 +27,19 @@ class RunStatus:
 
 
 def run_status(directory: str | Path) -> RunStatus:
-    from splitveil.bench.run import plan_cells
-
     directory = Path(directory)
     spec_file = directory / "spec.resolved.yaml"
     if not (directory / STORE_FILE).is_file() or not spec_file.is_file():
         raise ConfigError(
             f"{directory} is not a bench run directory (no {STORE_FILE}); start one with `splitveil bench run`"
         )
-    cells = plan_cells(load_spec(spec_file))
     with ResultStore(directory) as store:
-        stored, started, runs = store.cells(), store.running(), store.runs()
+        stored, started = store.cells(), store.running()
+    cells = _cells_of(load_spec(spec_file), stored)
     known = {cell.id for cell in cells}
     done = Counter(entry.kind for cell_id, entry in stored.items() if entry.status == "done" and cell_id in known)
     failed = {
-        cell_id: (entry.error or "").strip().splitlines()[-1] if (entry.error or "").strip() else ""
+        cell_id: error_headline(entry.error or "")
         for cell_id, entry in stored.items()
         if entry.status == "failed" and cell_id in known
     }
@@ -53,9 +49,21 @@ def run_status(directory: str | Path) -> RunStatus:
         done=done,
         failed=failed,
         started=started - {cell_id for cell_id, entry in stored.items() if entry.status == "done"},
-        last_run_started=runs[-1]["started_at"] if runs else None,
         remaining_seconds=_remaining(cells, stored),
     )
+
+
+def _cells_of(spec: ExperimentSpec, stored: dict[str, StoredCell]) -> list[Cell]:
+    """The run's cells. Its cuts were checked when it started, so the dataset is read only when the
+    spec names no cuts and the train cell has not yet recorded the model's."""
+    if spec.cuts:
+        return expand_cells(spec, spec.cuts)
+    train = stored.get(TRAIN_ID)
+    if train is not None and train.status == "done":
+        return expand_cells(spec, train.result["cut_order"])
+    from splitveil.bench.run import plan_cells
+
+    return plan_cells(spec)
 
 
 def _remaining(cells: list[Cell], stored: dict) -> float | None:
@@ -69,7 +77,3 @@ def _remaining(cells: list[Cell], stored: dict) -> float | None:
     overall = sum(sum(v) for v in seconds.values()) / sum(len(v) for v in seconds.values())
     todo = [cell for cell in cells if cell.id not in stored or stored[cell.id].status != "done"]
     return sum(sum(seconds[c.kind]) / len(seconds[c.kind]) if c.kind in seconds else overall for c in todo)
-
-
-def elapsed(status: RunStatus) -> float | None:
-    return None if status.last_run_started is None else time.time() - status.last_run_started

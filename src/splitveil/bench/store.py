@@ -249,6 +249,12 @@ class ResultStore:
         self.close()
 
 
+def error_headline(error: str) -> str:
+    """The line of a recorded error that says what went wrong (a traceback's last line)."""
+    lines = error.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 @contextmanager
 def run_lock(directory: str | Path) -> Iterator[None]:
     """Hold the run directory for one driver; a second one is refused at once, with the reason."""

@@ -11,6 +11,7 @@ result does not depend on which worker ran it or what that worker ran before.
 from __future__ import annotations
 
 import functools
+import json
 import time
 import traceback
 import zlib
@@ -70,16 +71,12 @@ class _Context:
 
 
 def _freeze(spec: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(spec, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=2)
 def _context(spec_json: str, cache_root: str) -> _Context:
     """The spec and its dataset, loaded once per worker process (datasets take seconds to read)."""
-    import json
-
     from splitveil.data import load_dataset
 
     spec = parse_spec(json.loads(spec_json))
@@ -143,19 +140,20 @@ def _load_evaluator(context: _Context, entry: Path) -> torch.nn.Module:
     return load_weights(entry, model).eval()
 
 
-def _deployed(context: _Context, cell: Cell, *, cached_only: bool):
-    """The deployed split; its deploy cell trains a defended split, an attack cell finds it cached."""
+def _deployed(context: _Context, cell: Cell, *, in_deploy_cell: bool):
+    """The deployed split. Its deploy cell trains a defended split and measures its accuracy; an attack
+    cell finds the split cached and takes the accuracy from that cell's result."""
     from splitveil.deploy import deploy
 
-    spec, options = context.spec, {"cache": context.cache, "progress": False, "cached_only": cached_only}
-    return deploy(spec, _trained(context), cell.cut, cell.defense_spec, cell.strength, **options)
+    options = {"cache": context.cache, "progress": False, "cached_only": not in_deploy_cell, "measure": in_deploy_cell}
+    return deploy(context.spec, _trained(context), cell.cut, cell.defense_spec, cell.strength, **options)
 
 
 def _deploy(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
     from splitveil.bench.audit import feature_mutual_information, output_privacy
 
     spec, data = context.spec, context.data
-    deployed = _deployed(context, cell, cached_only=False)
+    deployed = _deployed(context, cell, in_deploy_cell=True)
     split = deployed.split
     profile = split.profile(data.input_shape)
     mi_images = data.test.take(spec.audit.mine.samples).images
@@ -180,7 +178,7 @@ def _attack(context: _Context, cell: Cell) -> tuple[dict[str, Any], bytes]:
     from splitveil.bench.audit import run_attack
 
     spec, data = context.spec, context.data
-    deployed = _deployed(context, cell, cached_only=True)
+    deployed = _deployed(context, cell, in_deploy_cell=False)
     targets = data.test.take(spec.audit.targets)
     evaluator = _cached_evaluator(context) if spec.audit.evaluator.enabled else None
     outcome = run_attack(
