@@ -276,7 +276,6 @@ def bench_serve(
         images = deployment.trained.data.test.take(settings.round_trips).images
         result = benchmark_serving(bundle, images, unsplit=deployment.trained.model, settings=settings)
     result.bundle = f"{spec} at {cut_name}" + (f", {defense}" if defense else "")
-    result.cut, result.defense, result.strength = cut_name, defense or "none", deployment.strength
     typer.echo(serving_markdown(result))
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=2))

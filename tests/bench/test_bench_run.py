@@ -153,3 +153,18 @@ def test_bench_frontier_command_prints_markdown(bench_dir):
     result = CliRunner().invoke(app, ["bench", "frontier", str(out), "--markdown"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("| cut | defense |") and "| relu22 | none |" in result.output
+
+
+def test_cost_table_shows_serving_latency_where_measured(bench_dir):
+    from splitveil.bench.provenance import cost_table
+
+    out, _ = bench_dir
+    figures = {"cut": "relu22", "defense": "none", "strength": 0.0, "round_trip": {"float32": {"p50_ms": 1.23}}}
+    (out / "serving-relu22.json").write_text(json.dumps(figures))
+    (out / "serving-broken.json").write_text("{not json")
+    try:
+        latency = {(line["cut"], line["defense"]): line["latency_ms"] for line in cost_table(out, read_rows(out))}
+    finally:
+        (out / "serving-relu22.json").unlink()
+        (out / "serving-broken.json").unlink()
+    assert latency == {("conv11", "none"): None, ("relu22", "none"): 1.23}

@@ -12,6 +12,7 @@ def test_every_part_is_measured_against_real_servers(bundle, trained, tiny_data)
     )
     result = benchmark_serving(bundle, tiny_data.test.images, unsplit=trained.model, settings=settings, progress=False)
     assert set(result.baselines) == {"unsplit", "in_process_split"}
+    assert (result.cut, result.defense, result.strength) == ("relu22", "none", 0.0)  # read from the bundle
     assert set(result.round_trip) == {*CODECS, "healthz"}
     # int8 < float16 < float32 on the wire, as sent by the load generator
     sizes = {row["codec"]: row["bytes_per_request"] for row in result.load if row["concurrency"] == 1}

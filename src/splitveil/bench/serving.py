@@ -28,6 +28,7 @@ import httpx
 import torch
 from torch import nn
 
+from splitveil.config import DefenseSpec
 from splitveil.errors import ServeError
 from splitveil.progress import progress_bar
 from splitveil.serve.bundle import load_half
@@ -55,7 +56,7 @@ class ServeBenchmark:
     """The figures of one run; :meth:`to_dict` is what ``--out`` writes."""
 
     bundle: str
-    #: The deployment measured (the report's cost table matches serving figures to its cells by these).
+    #: The deployment measured, from the bundle (the report's cost table matches serving figures by these).
     cut: str | None = None
     defense: str = "none"
     strength: float = 0.0
@@ -92,8 +93,11 @@ def benchmark_serving(
 ) -> ServeBenchmark:
     """Run every part of the benchmark against servers started from ``bundle`` on loopback."""
     settings = settings or ServeBenchSettings()
-    result = ServeBenchmark(str(bundle))
-    edge = load_half(bundle, "edge").module.eval()
+    edge_half = load_half(bundle, "edge")
+    meta = edge_half.metadata
+    label = "none" if meta["defense"] is None else DefenseSpec.model_validate(meta["defense"]).display_name
+    result = ServeBenchmark(str(bundle), cut=meta["cut"], defense=label, strength=meta["strength"])
+    edge = edge_half.module.eval()
     cloud = load_half(bundle, "cloud").module.eval()
     singles = [images[i : i + 1] for i in range(min(settings.round_trips, len(images)))]
     if unsplit is not None:
