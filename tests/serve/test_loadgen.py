@@ -41,3 +41,15 @@ def test_refusals_are_counted_not_raised(served, tiny_data):
 def test_arguments_are_checked():
     with pytest.raises(ValueError, match="concurrency >= 1"):
         run_load("http://127.0.0.1:1", [b"x"], concurrency=0, requests=1)
+
+
+def test_connection_errors_are_counted_by_cause():
+    from splitveil.serve.process import free_port
+
+    result = run_load(f"http://127.0.0.1:{free_port()}", [b"x"], concurrency=2, requests=6)
+    assert result.errors == {"ConnectionRefusedError": 6} and result.latencies == []
+
+
+def test_only_plain_http_addresses_are_taken():
+    with pytest.raises(ValueError, match="plain http://host:port"):
+        run_load("https://127.0.0.1:8443", [b"x"], concurrency=1, requests=1)

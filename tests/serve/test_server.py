@@ -142,7 +142,35 @@ def test_well_formed_tensors_of_the_wrong_shape_are_422(server, halves, shape, c
         shape = [*shape, 1]
     body = encode(torch.rand(*shape), codec=codec)
     response = server.post("/v1/infer", content=body, headers=AUTH)
-    if len(body) > server.app.state.splitveil.max_body:
+    if len(body) > server.app.state.max_body:
         assert response.status_code == 413 and "exceeds" in response.json()["detail"]
     else:
         assert response.status_code == 422 and "shape" in response.json()["detail"]
+
+
+def test_the_inference_route_takes_post_only(server):
+    response = server.get("/v1/infer", headers=AUTH)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert "POST" in response.json()["detail"]
+
+
+def test_a_body_in_several_chunks_is_read_whole(server, halves, tiny_data):
+    # Called as ASGI directly, so the body really arrives as three messages (a test client may join them).
+    z = _features(halves, tiny_data.test.images[:2])
+    body = encode(z)
+    pieces = [body[:7], body[7:100], body[100:]]
+    messages = [{"type": "http.request", "body": p, "more_body": i < 2} for i, p in enumerate(pieces)]
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(k.encode(), v.encode()) for k, v in AUTH.items()]
+    scope = {"type": "http", "method": "POST", "path": "/v1/infer", "headers": headers}
+    server.portal.call(server.app, scope, receive, send)
+    assert not messages and sent[0]["status"] == 200
+    with torch.no_grad():
+        assert torch.allclose(decode(sent[1]["body"]), halves[1].module(z), atol=1e-6)

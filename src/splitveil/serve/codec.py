@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 
 from splitveil.errors import WireFormatError
@@ -84,16 +85,25 @@ def encode(tensor: torch.Tensor, *, codec: Codec = "float32", compress: bool = F
         raise WireFormatError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
     if not 1 <= tensor.dim() <= MAX_NDIM:
         raise WireFormatError(f"can only send tensors of 1 to {MAX_NDIM} dimensions, got shape {tuple(tensor.shape)}")
-    tensor = tensor.detach().to("cpu", torch.float32).contiguous()
-    if not torch.isfinite(tensor).all():
+    array = _float32_array(tensor)
+    if not np.isfinite(array).all():
         raise WireFormatError("the tensor holds NaN or infinite values; they cannot be encoded")
-    payload = _quantise(tensor) if codec == "int8" else _raw(tensor, codec)
+    payload = _quantise(torch.from_numpy(array)) if codec == "int8" else _raw(array, codec)
     flags = 0
     if compress:
         payload = _zstd().ZstdCompressor(level=level).compress(payload)
         flags |= _ZSTD_FLAG
-    header = _PREFIX.pack(MAGIC, WIRE_VERSION, _CODEC_IDS[codec], flags, tensor.dim())
-    return header + struct.pack(f"<{tensor.dim()}I", *tensor.shape) + payload
+    header = _PREFIX.pack(MAGIC, WIRE_VERSION, _CODEC_IDS[codec], flags, array.ndim)
+    return header + struct.pack(f"<{array.ndim}I", *array.shape) + payload
+
+
+def _float32_array(tensor: torch.Tensor) -> np.ndarray:
+    # numpy rather than torch for the per-request checks: on a feature of a few thousand values a
+    # torch call's dispatch costs more than its arithmetic, and a server makes several per request.
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu" or tensor.dtype != torch.float32:
+        tensor = tensor.to("cpu", torch.float32)
+    return np.ascontiguousarray(tensor.numpy())
 
 
 def read_header(body: bytes) -> Header:
@@ -132,19 +142,19 @@ def decode(body: bytes, *, header: Header | None = None) -> torch.Tensor:
         )
     if header.codec == "int8":
         return _dequantise(payload, header.shape)
-    dtype = torch.float32 if header.codec == "float32" else torch.float16
-    values = torch.frombuffer(bytearray(payload), dtype=dtype) if expected else torch.empty(0, dtype=dtype)
-    tensor = values.reshape(header.shape).to(torch.float32)
-    if not torch.isfinite(tensor).all():
+    dtype = np.float32 if header.codec == "float32" else np.float16
+    values = np.frombuffer(bytearray(payload), dtype=dtype).reshape(header.shape)  # a writable copy
+    if not np.isfinite(values).all():
         raise WireFormatError("the tensor holds NaN or infinite values")
-    return tensor
+    return torch.from_numpy(values.astype(np.float32, copy=False))
 
 
-def _raw(tensor: torch.Tensor, codec: Codec) -> bytes:
-    dtype = torch.float32 if codec == "float32" else torch.float16
-    if codec == "float16" and tensor.numel() and tensor.abs().max().item() > _FLOAT16_MAX:
+def _raw(array: np.ndarray, codec: Codec) -> bytes:
+    if codec == "float32":
+        return array.tobytes()
+    if array.size and np.abs(array).max() > _FLOAT16_MAX:
         raise WireFormatError("values exceed float16's range (65504); send float32 or int8")
-    return tensor.to(dtype).numpy().tobytes()
+    return array.astype(np.float16).tobytes()
 
 
 def _quantised_rows(shape: tuple[int, ...]) -> int:

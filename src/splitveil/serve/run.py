@@ -63,4 +63,4 @@ def serve(
         lifespan="on",
     )
     logging.getLogger("splitveil.serve").info("serving %s on %s:%d", checkpoint, host, port)
-    _DrainingServer(config, app.state.splitveil).run()
+    _DrainingServer(config, app.state).run()

@@ -15,7 +15,6 @@ without auth. Refusals are JSON ``{"detail": ...}`` with a 4xx status that says 
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from splitveil.errors import WireFormatError
 from splitveil.serve.auth import token_accepted
 from splitveil.serve.batching import MicroBatcher
 from splitveil.serve.bundle import LoadedHalf
 from splitveil.serve.capture import CaptureWriter
-from splitveil.serve.codec import CODECS, MAX_HEADER_BYTES, MEDIA_TYPE, WIRE_VERSION, decode, encode, read_header
+from splitveil.serve.codec import CODECS, MAX_HEADER_BYTES, MEDIA_TYPE, WIRE_VERSION
+from splitveil.serve.infer_route import InferRoute, Receive, Scope, Send
 from splitveil.serve.metrics import ServerMetrics
 
 
@@ -68,8 +67,27 @@ class ServerState:
         self.draining = False
 
 
-def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> FastAPI:
-    """The FastAPI application serving ``cloud`` (the cloud half of a bundle)."""
+class CloudApp:
+    """The server's ASGI application: ``/v1/infer`` by :class:`InferRoute`, the rest by FastAPI.
+
+    FastAPI serves the control routes (health, readiness, metrics, model description) and the
+    lifespan; the inference route bypasses it because it is the hot path (see ``infer_route``).
+    """
+
+    def __init__(self, api: FastAPI, state: ServerState) -> None:
+        self.api = api
+        self.state = state
+        self.infer = InferRoute(state)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/infer":
+            await self.infer(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> CloudApp:
+    """The ASGI application serving ``cloud`` (the cloud half of a bundle)."""
     state = ServerState(cloud, settings or ServerSettings())
 
     @asynccontextmanager
@@ -85,7 +103,6 @@ def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> Fas
                 state.capture.close()
 
     app = FastAPI(title="splitveil cloud", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.splitveil = state
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -119,73 +136,7 @@ def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> Fas
             }
         )
 
-    @app.post("/v1/infer")
-    async def infer(request: Request) -> Response:
-        started = time.perf_counter()
-        state.metrics.in_flight.inc()
-        try:
-            response = await _infer(request, state)
-        finally:
-            state.metrics.in_flight.dec()
-        state.metrics.requests.labels(status=str(response.status_code)).inc()
-        state.metrics.latency.observe(time.perf_counter() - started)
-        return response
-
-    return app
-
-
-async def _infer(request: Request, state: ServerState) -> Response:
-    if refusal := _check_token(request, state):
-        return refusal
-    if state.draining:
-        return _refuse(state, 503, "draining", "the server is shutting down; retry on another replica")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip()
-    if media_type != MEDIA_TYPE:
-        return _refuse(state, 415, "media_type", f"send the feature as {MEDIA_TYPE}, not {media_type or 'nothing'!r}")
-    body = await _read_body(request, state.max_body)
-    if body is None:
-        return _refuse(
-            state,
-            413,
-            "too_large",
-            f"body exceeds {state.max_body} bytes (max_request_samples={state.settings.max_request_samples})",
-        )
-    try:
-        header = read_header(body)
-    except WireFormatError as exc:
-        return _refuse(state, 400, "malformed", str(exc))
-    samples, *feature = header.shape
-    if tuple(feature) != state.feature_shape:
-        expected = ", ".join(str(d) for d in state.feature_shape)
-        return _refuse(
-            state, 422, "shape", f"feature shape {tuple(header.shape)} does not match this model's (n, {expected})"
-        )
-    if not 1 <= samples <= state.settings.max_request_samples:
-        limit = state.settings.max_request_samples
-        return _refuse(state, 422, "batch", f"{samples} samples in one request; send 1 to {limit}")
-    try:
-        features = decode(body, header=header)
-    except WireFormatError as exc:
-        return _refuse(state, 400, "malformed", str(exc))
-    if state.capture is not None:
-        state.capture.write(body)
-    logits = await state.batcher.submit(features)
-    state.metrics.samples.inc(samples)
-    return Response(encode(logits), media_type=MEDIA_TYPE)
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to exceed ``limit`` (without reading the rest)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return CloudApp(app, state)
 
 
 def _check_token(request: Request, state: ServerState) -> JSONResponse | None:

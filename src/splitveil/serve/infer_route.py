@@ -1,0 +1,142 @@
+"""``POST /v1/infer`` as a plain ASGI handler, beside the FastAPI app that serves the other routes.
+
+Why not a FastAPI route: this is the one path every request takes, and on a light cloud half the
+framework's per-request work (routing, the ``Request`` object, the middleware stack, the
+``Response`` class) costs more than the forward pass. Dynamic batching can share a forward pass
+between requests but not their HTTP handling, so that overhead is what caps a batched server's
+throughput (measured in docs/BENCHMARKS.md, "Serving over loopback"). Here a request is one pass
+over the ASGI header list, one body read, the wire-format checks, and two ``send`` calls.
+
+Refusals are the same JSON ``{"detail": ...}`` with the same statuses as the rest of the API.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from splitveil.errors import WireFormatError
+from splitveil.serve.auth import token_accepted
+from splitveil.serve.codec import MEDIA_TYPE, decode, encode, read_header
+
+if TYPE_CHECKING:
+    from splitveil.serve.server import ServerState
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_MEDIA_TYPE = MEDIA_TYPE.encode()
+_ANSWER_HEADERS = [(b"content-type", _MEDIA_TYPE)]
+
+
+class Refusal(Exception):
+    """A 4xx/5xx answer: the status, the metrics reason and the message the client reads."""
+
+    def __init__(self, status: int, reason: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(detail)
+        self.status, self.reason, self.detail, self.headers = status, reason, detail, headers or []
+
+
+class InferRoute:
+    """The ASGI callable answering ``POST /v1/infer`` from the shared :class:`ServerState`."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self._ok = state.metrics.requests.labels(status="200")  # bound once: the common case
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics = self.state.metrics
+        started = time.perf_counter()
+        metrics.in_flight.inc()
+        try:
+            try:
+                answer = await self._answer(scope, receive)
+            except Refusal as refusal:
+                metrics.errors.labels(reason=refusal.reason).inc()
+                metrics.requests.labels(status=str(refusal.status)).inc()
+                await _send_json(send, refusal.status, {"detail": refusal.detail}, refusal.headers)
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": [*_ANSWER_HEADERS, _length(answer)]})
+            await send({"type": "http.response.body", "body": answer})
+            self._ok.inc()
+        finally:
+            metrics.in_flight.dec()
+            metrics.latency.observe(time.perf_counter() - started)
+
+    async def _answer(self, scope: Scope, receive: Receive) -> bytes:
+        state = self.state
+        if scope["method"] != "POST":
+            raise Refusal(405, "method", "/v1/infer takes POST", [(b"allow", b"POST")])
+        headers = _headers(scope)
+        tokens = state.settings.tokens
+        if tokens is not None and not token_accepted(headers.get(b"authorization", b"").decode("latin-1"), tokens):
+            detail = "invalid bearer token" if b"authorization" in headers else "missing bearer token"
+            raise Refusal(401, "auth", detail, [(b"www-authenticate", b"Bearer")])
+        if state.draining:
+            raise Refusal(503, "draining", "the server is shutting down; retry on another replica")
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
+        if media_type != MEDIA_TYPE:
+            raise Refusal(415, "media_type", f"send the feature as {MEDIA_TYPE}, not {media_type or 'nothing'!r}")
+        body = await _read_body(receive, headers.get(b"content-length"), state.max_body)
+        if body is None:
+            limit = state.settings.max_request_samples
+            raise Refusal(413, "too_large", f"body exceeds {state.max_body} bytes (max_request_samples={limit})")
+        try:
+            header = read_header(body)
+        except WireFormatError as exc:
+            raise Refusal(400, "malformed", str(exc)) from None
+        samples, *feature = header.shape
+        if tuple(feature) != state.feature_shape:
+            expected = ", ".join(str(d) for d in state.feature_shape)
+            detail = f"feature shape {tuple(header.shape)} does not match this model's (n, {expected})"
+            raise Refusal(422, "shape", detail)
+        if not 1 <= samples <= state.settings.max_request_samples:
+            limit = state.settings.max_request_samples
+            raise Refusal(422, "batch", f"{samples} samples in one request; send 1 to {limit}")
+        try:
+            features = decode(body, header=header)
+        except WireFormatError as exc:
+            raise Refusal(400, "malformed", str(exc)) from None
+        if state.capture is not None:
+            state.capture.write(body)
+        logits = await state.batcher.submit(features)
+        state.metrics.samples.inc(samples)
+        return encode(logits)
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    # ASGI servers give header names lower-cased; a repeated header keeps its last value.
+    return dict(scope["headers"])
+
+
+async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` (without reading the rest)."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Refusal(400, "disconnect", "the client closed the connection before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _length(body: bytes) -> tuple[bytes, bytes]:
+    return (b"content-length", str(len(body)).encode())
+
+
+async def _send_json(send: Send, status: int, content: dict[str, str], headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps(content).encode()
+    start_headers = [(b"content-type", b"application/json"), _length(body), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": body})
