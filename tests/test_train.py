@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 
 from splitveil.config import TrainConfig, parse_spec
@@ -102,3 +105,30 @@ def test_keep_last_keeps_the_last_epoch_and_ignores_patience(tiny_data):
     assert len(result.history) == 4
     for name, value in model.state_dict().items():
         assert torch.equal(value, snapshot.weights[name]), name
+
+
+def test_cosine_schedule_anneals_the_rate_to_zero_over_the_epochs(tiny_data):
+    class Rates(TrainHook):
+        def __init__(self):
+            self.rates = []
+
+        def after_step(self, state, batch, z):
+            self.rates.append(state.optimizer.param_groups[0]["lr"])
+
+    runs = {}
+    for schedule in ("constant", "cosine"):
+        rates = Rates()
+        config = TrainConfig(epochs=3, batch_size=32, lr=1e-2, schedule=schedule)
+        fit(_lenet(), tiny_data, config, seed=0, hooks=[rates], keep="last", progress=False)
+        runs[schedule] = rates.rates
+    assert set(runs["constant"]) == {1e-2}
+    cosine = runs["cosine"]
+    steps = len(cosine)  # the hook reads the rate after the step's update: step i + 1 of `steps`
+    expected = [0.5e-2 * (1 + math.cos(math.pi * (i + 1) / steps)) for i in range(steps)]
+    assert cosine == pytest.approx(expected, abs=1e-9) and cosine[-1] == pytest.approx(0, abs=1e-12)
+
+
+def test_constant_schedule_keeps_the_cache_keys_of_checkpoints_trained_before_the_option():
+    payload = TrainConfig(epochs=3).cache_payload()
+    assert "schedule" not in payload and payload["epochs"] == 3
+    assert TrainConfig(epochs=3, schedule="cosine").cache_payload()["schedule"] == "cosine"

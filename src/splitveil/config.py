@@ -67,6 +67,20 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(default=0.0, ge=0.0)
     patience: int | None = Field(default=None, ge=1, description="stop after N epochs without a better val accuracy")
     eval_batch_size: int = Field(default=512, ge=1)
+    schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="learning rate: constant, or annealed to zero over the epochs (cosine)"
+    )
+
+    def cache_payload(self) -> dict[str, Any]:
+        """The settings as cache keys and bench fingerprints hash them.
+
+        An option at the value it had before the option existed is left out, so that checkpoints
+        trained then keep their keys.
+        """
+        payload = self.model_dump(mode="json")
+        if payload["schedule"] == "constant":
+            del payload["schedule"]
+        return payload
 
 
 class AttackSpec(_Strict):

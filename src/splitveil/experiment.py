@@ -78,7 +78,7 @@ def cache_key(spec: ExperimentSpec, data: DatasetSplits) -> str:
         "model": spec.model.model_dump(mode="json"),
         "data": spec.data.model_dump(mode="json", exclude={"data_dir"}),
         "data_fingerprint": data_fingerprint(data),
-        "train": spec.train.model_dump(mode="json"),
+        "train": spec.train.cache_payload(),
         "seed": spec.seed,
     }
     return config_hash(payload)

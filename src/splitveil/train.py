@@ -45,6 +45,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     config: TrainConfig
     generator: torch.Generator
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None
     epoch: int = 0
     step: int = 0
     last_losses: dict[str, float] = field(default_factory=dict)
@@ -140,7 +141,14 @@ def fit(
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         optimizer = _make_optimizer(model, config)
-        state = TrainState(model=model, optimizer=optimizer, config=config, generator=generator)
+        steps_per_epoch = -(-len(data.train) // config.batch_size)
+        state = TrainState(
+            model=model,
+            optimizer=optimizer,
+            config=config,
+            generator=generator,
+            schedule=_make_schedule(optimizer, config, total_steps=config.epochs * steps_per_epoch),
+        )
         for hook in hooks:
             hook.on_train_start(state)
         history: list[EpochRecord] = []
@@ -175,6 +183,15 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def _make_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, *, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if config.schedule == "constant":
+        return None
+    # Stepped once per batch, so the rate reaches zero at the last step of the last epoch.
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+
+
 def _run_epoch(
     state: TrainState,
     data: DatasetSplits,
@@ -198,6 +215,8 @@ def _run_epoch(
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             state.optimizer.step()
+            if state.schedule is not None:
+                state.schedule.step()
             state.step += 1
             state.last_losses = {name: value.item() for name, value in losses.items()}
             for hook in hooks:

@@ -120,3 +120,37 @@ def test_a_fast_lone_request_runs_on_the_event_loop_once_measured():
 
 def test_a_slow_forward_stays_off_the_event_loop():
     assert all(name.startswith("splitveil-cloud") for name in _threads_used(0.02))
+
+
+def _batch_threads(seconds_per_sample: float) -> list[tuple[int, str]]:
+    """(samples, thread) of each forward pass: one lone request, then eight concurrent ones."""
+    passes = []
+
+    def forward(x):
+        passes.append((len(x), threading.current_thread().name))
+        time.sleep(seconds_per_sample * len(x))
+        return x + 1
+
+    async def scenario():
+        batcher = MicroBatcher(forward, max_batch=8, inline_below=0.005)
+        await batcher.start()
+        await batcher.submit(torch.zeros(1, 2))  # measured in the worker thread
+        await asyncio.gather(*(batcher.submit(torch.zeros(1, 2)) for _ in range(8)))
+        await batcher.stop()
+
+    _run(scenario())
+    return passes
+
+
+def test_a_batch_expected_to_be_fast_runs_on_the_event_loop():
+    passes = _batch_threads(0.0)
+    assert passes[0][1].startswith("splitveil-cloud")
+    assert {name for _, name in passes[1:]} == {threading.main_thread().name}
+    assert sum(samples for samples, _ in passes[1:]) == 8
+
+
+def test_a_batch_expected_to_be_slow_computes_in_the_worker_thread():
+    # 1 ms a sample: a lone request (1 ms) would run inline, a batch of eight (8 ms) would not.
+    passes = _batch_threads(0.001)
+    assert all(name.startswith("splitveil-cloud") for samples, name in passes if samples * 0.001 >= 0.005)
+    assert any(samples >= 5 for samples, _ in passes)

@@ -6,11 +6,12 @@ runs at once, alone, with no added delay; under heavy load batches grow by thems
 optionally holds a batch open a little longer to collect more (throughput for latency).
 
 The model runs in one worker thread, so the event loop keeps accepting and parsing requests while
-it computes (torch releases the GIL inside its kernels). The exception is a lone request whose
-forward pass is expected (from the time per sample measured so far) to take less than
-``inline_below``: handing it to the thread and back
-costs two thread wake-ups (a few hundred microseconds on a small machine), more than the work
-itself, so it runs on the event loop. Batches of several requests always go to the thread.
+it computes (torch releases the GIL inside its kernels) — unless the forward pass is expected, from
+the time per sample measured so far, to take less than ``inline_below``. Then it runs on the event
+loop: handing work to a thread and back costs two thread wake-ups (a few hundred microseconds on a
+small machine), and on a light cloud half the worker would hold the GIL for most of its forward
+pass anyway (small tensors' operators do not release it), so the overlap would be illusory while
+the hand-offs are real. A heavy cloud half (or a large batch) still computes in the thread.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class MicroBatcher:
         self.max_wait = max_wait
         self.on_batch = on_batch
         self.inline_below = inline_below
-        self._seconds_per_sample: float | None = None  # running mean over lone requests' forward passes
+        self._seconds_per_sample: float | None = None  # running mean over the forward passes so far
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._carry: _Pending | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitveil-cloud")
@@ -122,7 +123,7 @@ class MicroBatcher:
         if self.on_batch is not None:
             self.on_batch(len(inputs))
         try:
-            outputs = await self._run_forward(inputs, lone=len(batch) == 1)
+            outputs = await self._run_forward(inputs)
         except Exception as exc:  # every waiting request learns why its batch failed
             for item in batch:
                 if not item.done.done():
@@ -135,20 +136,21 @@ class MicroBatcher:
                 item.done.set_result(outputs[start:end])
             start = end
 
-    async def _run_forward(self, inputs: torch.Tensor, *, lone: bool) -> torch.Tensor:
+    async def _run_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         per_sample = self._seconds_per_sample
-        if lone and per_sample is not None and per_sample * len(inputs) < self.inline_below:
-            return self._forward(inputs, measure=True)
-        # unmeasured, slow or a batch: keep the event loop free while it computes
-        work = functools.partial(self._forward, inputs, measure=lone)
+        if per_sample is not None and per_sample * len(inputs) < self.inline_below:
+            return self._forward(inputs)
+        # unmeasured or slow: keep the event loop free while it computes
+        work = functools.partial(self._forward, inputs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
-    def _forward(self, inputs: torch.Tensor, *, measure: bool = False) -> torch.Tensor:
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         started = time.perf_counter()
         with torch.inference_mode():
             outputs = self.forward(inputs)
-        if measure:  # the forward pass alone, not the hand-off: that is what running inline costs
-            seconds = (time.perf_counter() - started) / len(inputs)
-            previous = self._seconds_per_sample
-            self._seconds_per_sample = seconds if previous is None else 0.9 * previous + 0.1 * seconds
+        # The forward pass alone, not the hand-off: that is what running inline costs. Per sample,
+        # so a run of large batches (cheaper per sample) lets batches of that size run inline too.
+        seconds = (time.perf_counter() - started) / len(inputs)
+        previous = self._seconds_per_sample
+        self._seconds_per_sample = seconds if previous is None else 0.9 * previous + 0.1 * seconds
         return outputs
