@@ -20,7 +20,11 @@ def test_every_part_is_measured_against_real_servers(bundle, trained, tiny_data)
     assert [(row["codec"], row["concurrency"]) for row in result.load] == [(c, n) for c in CODECS for n in (1, 3)]
     assert all(row["errors"] == 0 and row["requests"] == 30 for row in result.load)
     assert result.batching["speedup"] > 0 and result.batching["unbatched"]["errors"] == 0
+    for side in ("batched", "unbatched"):  # /proc counts in ticks of 10 ms, so a short run may read 0
+        assert result.batching[side]["server_cpu_us_per_request"] >= 0
+        assert 0 <= result.batching[side]["server_cores_busy"] < 8
     assert result.soak["requests"] == 60 and result.soak["errors"] == 0 and result.soak["rss_before_mib"] > 0
     json.dumps(result.to_dict())  # what --out writes
     text = serving_markdown(result)
     assert "EdgeClient over loopback, int8" in text and "Dynamic batching at 16 clients" in text
+    assert "Server CPU per request" in text

@@ -32,6 +32,18 @@ def test_sends_exactly_the_requests_asked_for(served, tiny_data, trained):
     assert "splitveil_samples_total 37.0" in metrics  # the server saw each request exactly once
 
 
+def test_the_server_process_reports_its_cpu_time(served, tiny_data, trained):
+    from splitveil.split import cut
+
+    started = served.cpu_seconds()
+    assert started > 0.1  # starting up (importing torch, loading the model) alone takes more
+    edge = cut(trained.model, at="relu22").edge.eval()
+    with torch.no_grad():
+        body = encode(edge(tiny_data.test.images[:1]))
+    run_load(served.url, [body], concurrency=4, requests=400, token="right-token")
+    assert served.cpu_seconds() > started
+
+
 def test_refusals_are_counted_not_raised(served, tiny_data):
     result = run_load(served.url, [b"not a tensor"], concurrency=2, requests=5, token="wrong-token")
     assert result.errors == {"HTTP 401": 5}

@@ -125,15 +125,15 @@ def benchmark_serving(
                     for concurrency in settings.concurrency:
                         result.load.append({"codec": codec, **run.load(server.url, codec, concurrency).summary()})
                         advance()
-                batched = run.load(server.url, "float32", settings.batching_concurrency)
+                batched = run.load_with_cpu(server, "float32", settings.batching_concurrency)
             with ServerProcess(bundle, extra=[*auth, "--max-batch", "1"]) as server:
-                unbatched = run.load(server.url, "float32", settings.batching_concurrency)
+                unbatched = run.load_with_cpu(server, "float32", settings.batching_concurrency)
             advance()
             result.batching = {
                 "concurrency": settings.batching_concurrency,
-                "batched": batched.summary(),
-                "unbatched": unbatched.summary(),
-                "speedup": batched.throughput / unbatched.throughput,
+                "batched": batched,
+                "unbatched": unbatched,
+                "speedup": batched["throughput"] / unbatched["throughput"],
             }
             result.soak = run.soak()
             advance()
@@ -157,9 +157,31 @@ class _Runner:
 
     def load(self, url: str, codec: Codec, concurrency: int) -> LoadResult:
         """A short warm-up (the server's first batches and allocations), then the measured run."""
-        bodies, requests = self.bodies(codec), self.settings.requests
-        run_load(url, bodies, concurrency=concurrency, requests=min(requests, 4 * concurrency + 50), token=self.token)
-        result = run_load(url, bodies, concurrency=concurrency, requests=requests, token=self.token)
+        self._warm_up(url, codec, concurrency)
+        return self._measure(url, codec, concurrency)
+
+    def load_with_cpu(self, server: ServerProcess, codec: Codec, concurrency: int) -> dict[str, Any]:
+        """:meth:`load`'s summary, with the server's CPU time per request and the cores it kept busy.
+
+        On a machine the server shares with the load generator, these say whether it was the limit.
+        """
+        self._warm_up(server.url, codec, concurrency)
+        before = server.cpu_seconds()
+        result = self._measure(server.url, codec, concurrency)
+        cpu = server.cpu_seconds() - before
+        return result.summary() | {
+            "server_cpu_us_per_request": 1e6 * cpu / result.requests,
+            "server_cores_busy": cpu / result.seconds,
+        }
+
+    def _warm_up(self, url: str, codec: Codec, concurrency: int) -> None:
+        requests = min(self.settings.requests, 4 * concurrency + 50)
+        run_load(url, self.bodies(codec), concurrency=concurrency, requests=requests, token=self.token)
+
+    def _measure(self, url: str, codec: Codec, concurrency: int) -> LoadResult:
+        result = run_load(
+            url, self.bodies(codec), concurrency=concurrency, requests=self.settings.requests, token=self.token
+        )
         if not result.latencies:
             causes = ", ".join(f"{count} x {cause}" for cause, count in result.errors.items())
             raise ServeError(f"every request of the {codec} load at {concurrency} clients failed ({causes})")
@@ -224,6 +246,13 @@ def serving_markdown(result: ServeBenchmark) -> str:
             f"requests/s against {batching['unbatched']['throughput']:,.0f} with `--max-batch 1` "
             f"(**{batching['speedup']:.2f}×**).",
         ]
+        batched, unbatched = batching["batched"], batching["unbatched"]
+        if "server_cpu_us_per_request" in batched:  # figures written before the server's CPU was measured lack it
+            lines.append(
+                f"Server CPU per request: {batched['server_cpu_us_per_request']:.0f} µs batched against "
+                f"{unbatched['server_cpu_us_per_request']:.0f} µs unbatched "
+                f"({batched['server_cores_busy']:.2f} and {unbatched['server_cores_busy']:.2f} cores busy)."
+            )
     if soak:
         lines.append(
             f"Soak: {soak['requests']:,} requests at {soak['concurrency']} clients, {soak['errors']} errors, "

@@ -6,6 +6,7 @@ includes the real HTTP stack and nothing is shared with the caller but the loopb
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import ssl
@@ -104,6 +105,12 @@ class ServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise ServeError(f"/proc/{self.pid}/status has no VmRSS line")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far, user and system, all its threads (Linux ``/proc``)."""
+        # The fields after the command name (which may hold spaces) : utime and stime are 14th and 15th.
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (the server drains), then wait; SIGKILL if it has not exited after ``timeout``."""
