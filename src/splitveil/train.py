@@ -141,13 +141,12 @@ def fit(
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         optimizer = _make_optimizer(model, config)
-        steps_per_epoch = -(-len(data.train) // config.batch_size)
         state = TrainState(
             model=model,
             optimizer=optimizer,
             config=config,
             generator=generator,
-            schedule=_make_schedule(optimizer, config, total_steps=config.epochs * steps_per_epoch),
+            schedule=_make_schedule(optimizer, config, total_steps=config.epochs * _steps_per_epoch(data, config)),
         )
         for hook in hooks:
             hook.on_train_start(state)
@@ -183,6 +182,10 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def _steps_per_epoch(data: DatasetSplits, config: TrainConfig) -> int:
+    return -(-len(data.train) // config.batch_size)
+
+
 def _make_schedule(
     optimizer: torch.optim.Optimizer, config: TrainConfig, *, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -204,7 +207,7 @@ def _run_epoch(
     started = time.perf_counter()
     model.train()
     total_loss, seen = 0.0, 0
-    steps = -(-len(data.train) // config.batch_size)
+    steps = _steps_per_epoch(data, config)
     with progress_bar(f"epoch {state.epoch}/{config.epochs}", total=steps, enabled=progress) as advance:
         for batch in iterate_batches(data.train, config.batch_size, generator=state.generator):
             z, logits = _forward(model, batch.x)

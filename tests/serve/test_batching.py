@@ -154,3 +154,16 @@ def test_a_batch_expected_to_be_slow_computes_in_the_worker_thread():
     passes = _batch_threads(0.001)
     assert all(name.startswith("splitveil-cloud") for samples, name in passes if samples * 0.001 >= 0.005)
     assert any(samples >= 5 for samples, _ in passes)
+
+
+def test_a_lone_request_is_not_judged_by_the_batches_cheaper_time_per_sample():
+    from splitveil.serve.batching import _PassTimes
+
+    times = _PassTimes()
+    assert times.estimate(1) is None and times.estimate(8) is None  # nothing measured: the thread
+    for _ in range(20):
+        times.record(64, 0.004)  # large batches: 62.5 µs a sample
+    assert times.estimate(1) is None  # a lone pass's fixed cost is unknown: measure it in the thread
+    times.record(1, 0.003)
+    assert times.estimate(1) == 0.003 and times.estimate(2) == 0.003  # never below a lone pass
+    assert times.estimate(64) == pytest.approx(0.004)

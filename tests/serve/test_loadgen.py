@@ -65,3 +65,67 @@ def test_connection_errors_are_counted_by_cause():
 def test_only_plain_http_addresses_are_taken():
     with pytest.raises(ValueError, match="plain http://host:port"):
         run_load("https://127.0.0.1:8443", [b"x"], concurrency=1, requests=1)
+
+
+class _StubServer:
+    """A TCP server on loopback that reads requests and answers each with ``reply`` (None: never)."""
+
+    def __init__(self, reply: bytes | None):
+        import socket
+        import threading
+
+        self.reply = reply
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection):
+        while True:
+            try:
+                if not connection.recv(65536):
+                    return
+                if self.reply is not None:
+                    connection.sendall(self.reply)
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "cause"),
+    [(None, "TimeoutError"), (b"NOT HTTP AT ALL\r\n\r\n", "HttpParserError")],
+)
+def test_no_answer_or_a_garbled_one_is_counted_by_cause(reply, cause):
+    stub = _StubServer(reply)
+    try:
+        result = run_load(stub.url, [b"x"], concurrency=2, requests=4, timeout=0.2)
+    finally:
+        stub.close()
+    assert result.errors == {cause: 4} and result.latencies == []
+
+
+def test_an_answer_that_closes_the_connection_makes_the_client_reconnect():
+    reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    stub = _StubServer(reply)
+    try:
+        result = run_load(stub.url, [b"x"], concurrency=1, requests=5, timeout=2)
+    finally:
+        stub.close()
+    assert not result.errors and len(result.latencies) == 5
+    assert len(stub.connections) == 5  # one connection per request: each answer closed its own

@@ -174,3 +174,40 @@ def test_a_body_in_several_chunks_is_read_whole(server, halves, tiny_data):
     assert not messages and sent[0]["status"] == 200
     with torch.no_grad():
         assert torch.allclose(decode(sent[1]["body"]), halves[1].module(z), atol=1e-6)
+
+
+def test_a_client_that_hangs_up_mid_body_gets_no_answer_and_is_counted(server, halves, tiny_data):
+    body = encode(_features(halves, tiny_data.test.images[:1]))
+    messages = [{"type": "http.request", "body": body[:10], "more_body": True}, {"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(k.encode(), v.encode()) for k, v in AUTH.items()]
+    server.portal.call(
+        server.app, {"type": "http", "method": "POST", "path": "/v1/infer", "headers": headers}, receive, send
+    )
+    assert sent == []
+    text = server.get("/metrics").text
+    assert 'splitveil_requests_total{status="499"} 1.0' in text
+    assert 'splitveil_errors_total{reason="disconnect"} 1.0' in text
+
+
+def test_a_repeated_authorization_header_is_read_by_its_first_value(server, halves, tiny_data):
+    body = encode(_features(halves, tiny_data.test.images[:1]))
+    first_wrong = [
+        ("content-type", MEDIA_TYPE),
+        ("authorization", "Bearer wrong"),
+        ("authorization", f"Bearer {TOKEN}"),
+    ]
+    first_right = [
+        ("content-type", MEDIA_TYPE),
+        ("authorization", f"Bearer {TOKEN}"),
+        ("authorization", "Bearer wrong"),
+    ]
+    assert server.post("/v1/infer", content=body, headers=first_wrong).status_code == 401
+    assert server.post("/v1/infer", content=body, headers=first_right).status_code == 200

@@ -170,7 +170,7 @@ class _Runner:
         result = self._measure(server.url, codec, concurrency)
         cpu = server.cpu_seconds() - before
         return result.summary() | {
-            "server_cpu_us_per_request": 1e6 * cpu / result.requests,
+            "server_cpu_us_per_request": 1e6 * cpu / len(result.latencies),  # per answered request
             "server_cores_busy": cpu / result.seconds,
         }
 

@@ -69,7 +69,10 @@ class PlanSpec(_Strict):
         from splitveil.checkpoint import config_hash
 
         excluded = {"constraints", "privacy_margin", "verify_attack", "name"}
-        return config_hash(self.model_dump(mode="json", exclude=excluded))
+        payload = self.model_dump(mode="json", exclude=excluded)
+        payload["public_train"] = self.public_train.cache_payload()  # stored plans keep their keys
+        payload["cloud_train"] = self.cloud_train.cache_payload()
+        return config_hash(payload)
 
 
 def load_plan_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> PlanSpec:

@@ -53,7 +53,7 @@ class MicroBatcher:
         self.max_wait = max_wait
         self.on_batch = on_batch
         self.inline_below = inline_below
-        self._seconds_per_sample: float | None = None  # running mean over the forward passes so far
+        self._times = _PassTimes()
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._carry: _Pending | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitveil-cloud")
@@ -137,8 +137,8 @@ class MicroBatcher:
             start = end
 
     async def _run_forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        per_sample = self._seconds_per_sample
-        if per_sample is not None and per_sample * len(inputs) < self.inline_below:
+        expected = self._times.estimate(len(inputs))
+        if expected is not None and expected < self.inline_below:
             return self._forward(inputs)
         # unmeasured or slow: keep the event loop free while it computes
         work = functools.partial(self._forward, inputs)
@@ -148,9 +148,36 @@ class MicroBatcher:
         started = time.perf_counter()
         with torch.inference_mode():
             outputs = self.forward(inputs)
-        # The forward pass alone, not the hand-off: that is what running inline costs. Per sample,
-        # so a run of large batches (cheaper per sample) lets batches of that size run inline too.
-        seconds = (time.perf_counter() - started) / len(inputs)
-        previous = self._seconds_per_sample
-        self._seconds_per_sample = seconds if previous is None else 0.9 * previous + 0.1 * seconds
+        # The forward pass alone, not the hand-off: that is what running inline costs.
+        self._times.record(len(inputs), time.perf_counter() - started)
         return outputs
+
+
+@dataclass
+class _PassTimes:
+    """Running means of the forward pass's time: of one-sample passes, and per sample of larger ones.
+
+    Kept apart because a pass has a fixed cost: batches are cheaper per sample, and a lone request
+    estimated from them would look faster than it is.
+    """
+
+    single: float | None = None
+    per_sample: float | None = None
+
+    def record(self, samples: int, seconds: float) -> None:
+        if samples == 1:
+            self.single = _running_mean(self.single, seconds)
+        else:
+            self.per_sample = _running_mean(self.per_sample, seconds / samples)
+
+    def estimate(self, samples: int) -> float | None:
+        """Expected seconds of a pass over ``samples``; None until a comparable pass was measured."""
+        if samples == 1:
+            return self.single
+        if self.per_sample is None:  # only lone passes so far: a batch costs at most that per sample
+            return None if self.single is None else self.single * samples
+        return max(self.per_sample * samples, self.single or 0.0)
+
+
+def _running_mean(previous: float | None, value: float) -> float:
+    return value if previous is None else 0.9 * previous + 0.1 * value

@@ -100,6 +100,7 @@ def encode(tensor: torch.Tensor, *, codec: Codec = "float32", compress: bool = F
 def _float32_array(tensor: torch.Tensor) -> np.ndarray:
     # numpy rather than torch for the per-request checks: on a feature of a few thousand values a
     # torch call's dispatch costs more than its arithmetic, and a server makes several per request.
+    # A contiguous CPU float32 tensor is shared, not copied: nothing below writes to it.
     tensor = tensor.detach()
     if tensor.device.type != "cpu" or tensor.dtype != torch.float32:
         tensor = tensor.to("cpu", torch.float32)

@@ -41,6 +41,10 @@ class Refusal(Exception):
         self.status, self.reason, self.detail, self.headers = status, reason, detail, headers or []
 
 
+class ClientGone(Exception):
+    """The client hung up before its whole body arrived: there is no one to answer."""
+
+
 class InferRoute:
     """The ASGI callable answering ``POST /v1/infer`` from the shared :class:`ServerState`."""
 
@@ -59,6 +63,10 @@ class InferRoute:
                 metrics.errors.labels(reason=refusal.reason).inc()
                 metrics.requests.labels(status=str(refusal.status)).inc()
                 await _send_json(send, refusal.status, {"detail": refusal.detail}, refusal.headers)
+                return
+            except ClientGone:
+                metrics.errors.labels(reason="disconnect").inc()
+                metrics.requests.labels(status="499").inc()  # nginx's code for "client closed request"
                 return
             await send({"type": "http.response.start", "status": 200, "headers": [*_ANSWER_HEADERS, _length(answer)]})
             await send({"type": "http.response.body", "body": answer})
@@ -109,8 +117,12 @@ class InferRoute:
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
-    # ASGI servers give header names lower-cased; a repeated header keeps its last value.
-    return dict(scope["headers"])
+    # ASGI servers give header names lower-cased. A repeated header keeps its first value, as
+    # Starlette's do for the other routes, so every route checks the same Authorization.
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name, value)
+    return headers
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
@@ -121,7 +133,7 @@ async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> by
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise Refusal(400, "disconnect", "the client closed the connection before sending the whole body")
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -108,7 +108,8 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time the server has used so far, user and system, all its threads (Linux ``/proc``)."""
-        # The fields after the command name (which may hold spaces) : utime and stime are 14th and 15th.
+        # utime and stime are fields 14 and 15 of /proc/PID/stat; the split starts after the command
+        # name (field 2, in parentheses, may hold spaces), so at field 3: they are items 11 and 12.
         fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
