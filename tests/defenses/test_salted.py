@@ -129,3 +129,23 @@ def test_the_salt_layers_depend_on_the_seed_alone() -> None:
     second = salted(0.5, seed=3)
     assert same_state(second, snapshot(first))
     assert not same_state(salted(0.5, seed=4), snapshot(first))
+
+
+def test_smoothing_is_a_uniform_cross_entropy_blind_to_the_salt() -> None:
+    defense = create_defense("salted", strength=0.5, smoothing=0.5)
+    split = defense.apply(tiny_split())
+    salts = torch.tensor([0, 1, 2, 0])
+    _, salted_logits = split.salted_forward(images(4), salts)
+    decoded = split.decode(salted_logits, salts)
+    term = defense.loss_terms(None, None, decoded)["smoothing"]  # type: ignore[arg-type]
+    expected = 0.5 * -torch.log_softmax(salted_logits, dim=1).mean()
+    assert torch.allclose(term, expected)  # the same on salted and decoded logits: a permutation
+    assert create_defense("salted", strength=0.0, smoothing=0.5).loss_terms(None, None, decoded) == {}  # type: ignore[arg-type]
+    assert create_defense("salted", strength=0.5).loss_terms(None, None, decoded) == {}  # type: ignore[arg-type]
+
+
+def test_smoothing_is_recorded_only_when_set_and_checked() -> None:
+    assert "smoothing" not in create_defense("salted", strength=0.5).describe()  # old cache keys stand
+    assert create_defense("salted", strength=0.5, smoothing=1).describe()["smoothing"] == 1.0
+    with pytest.raises(ConfigError, match="smoothing must be a number >= 0"):
+        create_defense("salted", strength=0.5, smoothing=-1)

@@ -21,6 +21,11 @@ Options:
     key: the client secret the permutation table is derived from [ours]. Keep it with the client.
     tile: the salt maps' pattern period in pixels (the transposed convolution's kernel and stride).
     salt_scale: the initial std of the salt maps [ours: unit scale, so the salt is heard from the start].
+    smoothing: [ours] weight of a uniform cross-entropy term on the salted logits (label smoothing
+        with ε = w / (1 + w)). A model trained on hard targets keeps its confusion structure in the
+        non-top logits (a shirt's runner-ups are T-shirt, pullover and coat, at permuted positions),
+        from which a cloud with labelled queries reads the salt, and with it the label; smoothing
+        flattens them. 0 (default) is the paper's training.
     num_classes: K (default: the output size of the cloud's last linear layer).
     seed: the initial weights of the salt maps and of the widened layer's new inputs.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from splitveil.defenses.base import Defense
@@ -41,6 +47,7 @@ from splitveil.salt.sources import TorchSalts
 from splitveil.salt.split import SaltedSplit
 from splitveil.split import SplitModel, cut, trace, valid_cuts
 from splitveil.surgery import first_layer, widen_input
+from splitveil.train import Batch
 
 Scheme = Literal["permutation", "shift"]
 
@@ -63,6 +70,7 @@ class SaltedDefense(Defense):
         key: int | str = 0,
         tile: int = 4,
         salt_scale: float = 1.0,
+        smoothing: float = 0.0,
         num_classes: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -75,12 +83,15 @@ class SaltedDefense(Defense):
             raise ConfigError(f"{self.name}: tile must be a positive integer, got {tile!r}")
         if isinstance(salt_scale, bool) or not isinstance(salt_scale, int | float) or not salt_scale > 0:
             raise ConfigError(f"{self.name}: salt_scale must be a number > 0, got {salt_scale!r}")
+        if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or smoothing < 0:
+            raise ConfigError(f"{self.name}: smoothing must be a number >= 0, got {smoothing!r}")
         self.salt_at = salt_at
         self.scheme: Scheme = scheme
         self.num_salts = num_salts
         self.key = key
         self.tile = tile
         self.salt_scale = float(salt_scale)
+        self.smoothing = float(smoothing)
         self.num_classes = num_classes
         self.seed = seed
 
@@ -124,6 +135,12 @@ class SaltedDefense(Defense):
         deployed.train(split.training)
         return deployed
 
+    def loss_terms(self, batch: Batch, z: torch.Tensor | None, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The smoothing term: the mean over classes of −log p, the same for salted or decoded logits."""
+        if self.strength == 0 or self.smoothing == 0:
+            return {}
+        return {"smoothing": self.smoothing * -F.log_softmax(logits, dim=1).mean(dim=1).mean()}
+
     def _code(self, cloud: nn.Module) -> SaltCode:
         classes = self.num_classes or _output_size(cloud)
         if self.scheme == "shift":
@@ -139,7 +156,9 @@ class SaltedDefense(Defense):
         return f"{self.name}: cannot salt after {salt_at!r}; salt points of this edge: {points}"
 
     def options(self) -> dict[str, object]:
-        return {
+        # smoothing only when set: checkpoints trained before the option keep their cache keys
+        extra: dict[str, object] = {"smoothing": self.smoothing} if self.smoothing else {}
+        return extra | {
             "salt_at": self.salt_at,
             "scheme": self.scheme,
             "num_salts": self.num_salts,
