@@ -154,12 +154,8 @@ def test_the_inference_route_takes_post_only(server):
     assert "POST" in response.json()["detail"]
 
 
-def test_a_body_in_several_chunks_is_read_whole(server, halves, tiny_data):
-    # Called as ASGI directly, so the body really arrives as three messages (a test client may join them).
-    z = _features(halves, tiny_data.test.images[:2])
-    body = encode(z)
-    pieces = [body[:7], body[7:100], body[100:]]
-    messages = [{"type": "http.request", "body": p, "more_body": i < 2} for i, p in enumerate(pieces)]
+def _call_asgi(server, messages: list[dict]) -> list[dict]:
+    """POST /v1/infer straight into the ASGI app, the body as the given messages; what it sent back."""
     sent = []
 
     async def receive():
@@ -171,6 +167,16 @@ def test_a_body_in_several_chunks_is_read_whole(server, halves, tiny_data):
     headers = [(k.encode(), v.encode()) for k, v in AUTH.items()]
     scope = {"type": "http", "method": "POST", "path": "/v1/infer", "headers": headers}
     server.portal.call(server.app, scope, receive, send)
+    return sent
+
+
+def test_a_body_in_several_chunks_is_read_whole(server, halves, tiny_data):
+    # Called as ASGI directly, so the body really arrives as three messages (a test client may join them).
+    z = _features(halves, tiny_data.test.images[:2])
+    body = encode(z)
+    pieces = [body[:7], body[7:100], body[100:]]
+    messages = [{"type": "http.request", "body": p, "more_body": i < 2} for i, p in enumerate(pieces)]
+    sent = _call_asgi(server, messages)
     assert not messages and sent[0]["status"] == 200
     with torch.no_grad():
         assert torch.allclose(decode(sent[1]["body"]), halves[1].module(z), atol=1e-6)
@@ -179,19 +185,7 @@ def test_a_body_in_several_chunks_is_read_whole(server, halves, tiny_data):
 def test_a_client_that_hangs_up_mid_body_gets_no_answer_and_is_counted(server, halves, tiny_data):
     body = encode(_features(halves, tiny_data.test.images[:1]))
     messages = [{"type": "http.request", "body": body[:10], "more_body": True}, {"type": "http.disconnect"}]
-    sent = []
-
-    async def receive():
-        return messages.pop(0)
-
-    async def send(message):
-        sent.append(message)
-
-    headers = [(k.encode(), v.encode()) for k, v in AUTH.items()]
-    server.portal.call(
-        server.app, {"type": "http", "method": "POST", "path": "/v1/infer", "headers": headers}, receive, send
-    )
-    assert sent == []
+    assert _call_asgi(server, messages) == []
     text = server.get("/metrics").text
     assert 'splitveil_requests_total{status="499"} 1.0' in text
     assert 'splitveil_errors_total{reason="disconnect"} 1.0' in text

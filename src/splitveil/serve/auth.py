@@ -39,3 +39,10 @@ def token_accepted(header: str | None, tokens: frozenset[str]) -> bool:
     # Compare against every token, so the time taken does not tell which one nearly matched.
     matches = [hmac.compare_digest(offered, token.encode()) for token in tokens]
     return any(matches)
+
+
+def token_refusal(header: str | None, tokens: frozenset[str] | None) -> str | None:
+    """Why a request with this ``Authorization`` header is refused (None: it may pass, or no auth)."""
+    if tokens is None or token_accepted(header, tokens):
+        return None
+    return "missing bearer token" if header is None else "invalid bearer token"

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from splitveil.errors import WireFormatError
-from splitveil.serve.auth import token_accepted
+from splitveil.serve.auth import token_refusal
 from splitveil.serve.codec import MEDIA_TYPE, decode, encode, read_header
 
 if TYPE_CHECKING:
@@ -80,9 +80,11 @@ class InferRoute:
         if scope["method"] != "POST":
             raise Refusal(405, "method", "/v1/infer takes POST", [(b"allow", b"POST")])
         headers = _headers(scope)
-        tokens = state.settings.tokens
-        if tokens is not None and not token_accepted(headers.get(b"authorization", b"").decode("latin-1"), tokens):
-            detail = "invalid bearer token" if b"authorization" in headers else "missing bearer token"
+        authorization = headers.get(b"authorization")
+        detail = token_refusal(
+            None if authorization is None else authorization.decode("latin-1"), state.settings.tokens
+        )
+        if detail is not None:
             raise Refusal(401, "auth", detail, [(b"www-authenticate", b"Bearer")])
         if state.draining:
             raise Refusal(503, "draining", "the server is shutting down; retry on another replica")

@@ -24,7 +24,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from splitveil.serve.auth import token_accepted
+from splitveil.serve.auth import token_refusal
 from splitveil.serve.batching import MicroBatcher
 from splitveil.serve.bundle import LoadedHalf
 from splitveil.serve.capture import CaptureWriter
@@ -140,17 +140,10 @@ def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> Clo
 
 
 def _check_token(request: Request, state: ServerState) -> JSONResponse | None:
-    tokens = state.settings.tokens
-    if tokens is None or token_accepted(request.headers.get("authorization"), tokens):
+    detail = token_refusal(request.headers.get("authorization"), state.settings.tokens)
+    if detail is None:
         return None
-    missing = "authorization" not in request.headers
-    return _refuse(
-        state,
-        401,
-        "auth",
-        "missing bearer token" if missing else "invalid bearer token",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    return _refuse(state, 401, "auth", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _refuse(
