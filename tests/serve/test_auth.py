@@ -1,5 +1,3 @@
-
-
 def test_token_refusal_says_what_is_missing_or_wrong():
     from splitveil.serve.auth import token_refusal
 
