@@ -90,6 +90,12 @@ def test_the_shift_code_needs_k_salts() -> None:
         salted(scheme="shift", num_salts=NUM_CLASSES + 1)
 
 
+def test_the_default_latin_code_needs_a_multiple_of_k_salts() -> None:
+    assert salted(num_salts=2 * NUM_CLASSES).edge.code.scheme == "latin"
+    with pytest.raises(ConfigError, match=f"multiple of K={NUM_CLASSES}"):
+        salted(num_salts=NUM_CLASSES + 1)
+
+
 def test_bad_salts_are_clear_errors() -> None:
     split = salted()
     with pytest.raises(ValueError, match="one per sample"):

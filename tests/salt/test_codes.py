@@ -6,12 +6,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from splitveil.salt import SaltCode, permutation_code, shift_code
+from splitveil.salt import SaltCode, latin_code, permutation_code, shift_code
 
 CODES = {
     "shift": lambda: shift_code(10),
     "permutation": lambda: permutation_code(10, num_salts=16, key="client secret"),
+    "latin": lambda: latin_code(10, num_salts=20, key="client secret"),
 }
+
+
+def best_guess_from_argmax(code: SaltCode) -> float:
+    """The accuracy of the best label guess from the salted class alone, salt and label uniform.
+
+    Brute force over the table: for each salted class, guess the label that reaches it most often.
+    """
+    reaches = torch.zeros(code.num_classes, code.num_classes)  # [salted class, label]
+    for salt in range(code.num_salts):
+        for label in range(code.num_classes):
+            reaches[code.table[salt, label], label] += 1
+    return float(reaches.max(dim=1).values.sum()) / (code.num_salts * code.num_classes)
 
 
 @pytest.mark.parametrize("name", CODES)
@@ -56,14 +69,38 @@ def test_the_shift_is_the_papers_cyclic_shift() -> None:
             assert code.table[salt, label] == (label + salt) % 5
 
 
-def test_the_permutation_table_comes_from_the_key_alone() -> None:
-    same = permutation_code(10, num_salts=8, key=7), permutation_code(10, num_salts=8, key=7)
-    other = permutation_code(10, num_salts=8, key=8)
+@pytest.mark.parametrize("keyed_code", [permutation_code, latin_code], ids=["permutation", "latin"])
+def test_a_keyed_table_comes_from_the_key_alone_and_is_not_a_shift(keyed_code) -> None:
+    same = keyed_code(10, num_salts=10, key=7), keyed_code(10, num_salts=10, key=7)
+    other = keyed_code(10, num_salts=10, key=8)
     assert torch.equal(same[0].table, same[1].table)
     assert not torch.equal(same[0].table, other.table)
-    # Rows are unrelated to each other: not all shifts of the first row.
+    # The key scrambles the rows: they are not all cyclic shifts of the first one.
     shifts = {tuple(((same[0].table[0] + s) % 10).tolist()) for s in range(10)}
     assert any(tuple(row.tolist()) not in shifts for row in same[0].table[1:])
+
+
+@pytest.mark.parametrize("num_salts", [10, 30])
+def test_the_latin_code_sends_each_class_to_every_index_once_per_block(num_salts: int) -> None:
+    code = latin_code(10, num_salts=num_salts, key=3)
+    for block in code.table.split(10):
+        for label in range(10):
+            assert sorted(block[:, label].tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize("name", ["shift", "latin"])
+def test_under_a_latin_square_the_argmax_alone_is_chance(name: str) -> None:
+    assert best_guess_from_argmax(CODES[name]()) == pytest.approx(0.1)
+
+
+def test_independent_rows_let_the_argmax_alone_beat_chance() -> None:
+    # Why latin is the default: the same ten salts as independent permutations leak the label.
+    assert best_guess_from_argmax(permutation_code(10, num_salts=10, key=0)) > 0.2
+
+
+def test_a_latin_code_needs_a_multiple_of_k_salts() -> None:
+    with pytest.raises(ValueError, match="multiple of K=10"):
+        latin_code(10, num_salts=15, key=0)
 
 
 def test_the_table_is_not_saved_with_the_weights() -> None:

@@ -92,6 +92,32 @@ def test_metrics_count_requests_errors_and_batches(server, halves, tiny_data):
     assert "splitveil_samples_total 6.0" in text
 
 
+def test_a_failing_forward_pass_is_a_counted_json_500_and_the_server_goes_on(halves, tiny_data):
+    cloud = halves[1]
+    working = cloud.module
+    calls = []
+
+    def fails_once(z):
+        calls.append(len(z))
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return working(z)
+
+    cloud.module = fails_once
+    try:
+        with TestClient(create_app(cloud, ServerSettings())) as client:
+            body = encode(_features(halves, tiny_data.test.images[:2]))
+            failed = client.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE})
+            assert failed.status_code == 500
+            assert failed.json()["detail"] == "the cloud model failed on this request's batch: RuntimeError"
+            assert client.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE}).status_code == 200
+            text = client.get("/metrics").text
+    finally:
+        cloud.module = working
+    assert 'splitveil_errors_total{reason="model"} 1.0' in text
+    assert 'splitveil_requests_total{status="500"} 1.0' in text
+
+
 def test_capture_records_exactly_what_arrived(server, halves, tiny_data, tmp_path):
     z = _features(halves, tiny_data.test.images[:3])
     server.post("/v1/infer", content=encode(z, codec="int8"), headers=AUTH)

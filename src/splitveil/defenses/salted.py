@@ -16,8 +16,10 @@ Options:
     salt_at: the edge layer after which the salt enters (default: the earliest valid one). It must
         be followed on the edge by a convolution or linear layer, through activations and pooling
         only, so that the salt is mixed before it crosses the network.
-    scheme: ``"permutation"`` (default; keyed, independent per salt) or ``"shift"`` (the paper's).
-    num_salts: salts to draw from (default K; the shift needs exactly K).
+    scheme: ``"latin"`` (default; a keyed Latin square), ``"permutation"`` (keyed, independent per
+        salt) or ``"shift"`` (the paper's). See :mod:`splitveil.salt.codes`: under the Latin square
+        and the shift the argmax alone says nothing about the label; under independent rows it does.
+    num_salts: salts to draw from (default K; the shift needs exactly K, the Latin square a multiple of K).
     key: the client secret the permutation table is derived from [ours]. Keep it with the client.
     tile: the salt maps' pattern period in pixels (the transposed convolution's kernel and stride).
     salt_scale: the initial std of the salt maps [ours: unit scale, so the salt is heard from the start].
@@ -41,7 +43,7 @@ from torch import fx, nn
 from splitveil.defenses.base import Defense
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError, InvalidCutError
-from splitveil.salt.codes import SaltCode, permutation_code, shift_code
+from splitveil.salt.codes import SaltCode, latin_code, permutation_code, shift_code
 from splitveil.salt.layer import SaltedEdge, SaltMaps, SaltVector
 from splitveil.salt.sources import TorchSalts
 from splitveil.salt.split import SaltedSplit
@@ -49,7 +51,7 @@ from splitveil.split import SplitModel, cut, trace, valid_cuts
 from splitveil.surgery import first_layer, widen_input
 from splitveil.train import Batch
 
-Scheme = Literal["permutation", "shift"]
+Scheme = Literal["latin", "permutation", "shift"]
 
 
 @register_defense
@@ -65,7 +67,7 @@ class SaltedDefense(Defense):
         *,
         strength: float = 0.25,
         salt_at: str | None = None,
-        scheme: Scheme = "permutation",
+        scheme: Scheme = "latin",
         num_salts: int | None = None,
         key: int | str = 0,
         tile: int = 4,
@@ -149,6 +151,13 @@ class SaltedDefense(Defense):
                     f"{self.name}: the shift code has exactly K={classes} salts, got num_salts={self.num_salts}"
                 )
             return shift_code(classes)
+        if self.scheme == "latin":
+            salts = self.num_salts or classes
+            if salts % classes:
+                raise ConfigError(
+                    f"{self.name}: the Latin code needs num_salts to be a multiple of K={classes}, got {salts}"
+                )
+            return latin_code(classes, num_salts=salts, key=self.key)
         return permutation_code(classes, num_salts=self.num_salts or classes, key=self.key)
 
     def _bad_point(self, salt_at: str, edge: fx.GraphModule) -> str:

@@ -13,6 +13,7 @@ Refusals are the same JSON ``{"detail": ...}`` with the same statuses as the res
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+_log = logging.getLogger("splitveil.serve")
 _MEDIA_TYPE = MEDIA_TYPE.encode()
 _ANSWER_HEADERS = [(b"content-type", _MEDIA_TYPE)]
 
@@ -113,7 +115,13 @@ class InferRoute:
             raise Refusal(400, "malformed", str(exc)) from None
         if state.capture is not None:
             state.capture.write(body)
-        logits = await state.batcher.submit(features)
+        try:
+            logits = await state.batcher.submit(features)
+        except Exception as exc:  # the model failed: the client gets a counted JSON 500, the server goes on
+            _log.exception("the cloud's forward pass failed on a batch")
+            raise Refusal(
+                500, "model", f"the cloud model failed on this request's batch: {type(exc).__name__}"
+            ) from None
         state.metrics.samples.inc(samples)
         return encode(logits)
 
