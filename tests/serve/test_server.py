@@ -180,6 +180,12 @@ def test_the_inference_route_takes_post_only(server):
     assert "POST" in response.json()["detail"]
 
 
+def test_the_inference_route_answers_with_a_trailing_slash_too(server, halves, tiny_data):
+    body = encode(_features(halves, tiny_data.test.images[:1]))
+    response = server.post("/v1/infer/", content=body, headers=AUTH, follow_redirects=False)
+    assert response.status_code == 200 and response.headers["content-type"] == MEDIA_TYPE
+
+
 def _call_asgi(server, messages: list[dict]) -> list[dict]:
     """POST /v1/infer straight into the ASGI app, the body as the given messages; what it sent back."""
     sent = []

@@ -67,6 +67,11 @@ class ServerState:
         self.draining = False
 
 
+# With a trailing slash too: FastAPI would answer that with a redirect, which a client would follow by
+# uploading its body a second time.
+_INFER_PATHS = frozenset({"/v1/infer", "/v1/infer/"})
+
+
 class CloudApp:
     """The server's ASGI application: ``/v1/infer`` by :class:`InferRoute`, the rest by FastAPI.
 
@@ -80,7 +85,7 @@ class CloudApp:
         self.infer = InferRoute(state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/infer":
+        if scope["type"] == "http" and scope["path"] in _INFER_PATHS:
             await self.infer(scope, receive, send)
         else:
             await self.api(scope, receive, send)
