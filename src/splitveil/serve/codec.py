@@ -133,7 +133,7 @@ def read_header(body: bytes) -> Header:
 def decode(body: bytes, *, header: Header | None = None) -> torch.Tensor:
     """The float32 tensor in ``body``; every inconsistency is a ``WireFormatError``."""
     header = header or read_header(body)
-    payload = body[header.size :]
+    payload: bytes | memoryview = memoryview(body)[header.size :]  # a view: the one copy is made below
     expected = header.payload_bytes
     if header.compressed:
         payload = _decompress(payload, expected)
@@ -144,10 +144,10 @@ def decode(body: bytes, *, header: Header | None = None) -> torch.Tensor:
     if header.codec == "int8":
         return _dequantise(payload, header.shape)
     dtype = np.float32 if header.codec == "float32" else np.float16
-    values = np.frombuffer(bytearray(payload), dtype=dtype).reshape(header.shape)  # a writable copy
+    values = np.frombuffer(payload, dtype=dtype).reshape(header.shape)  # read-only, on the body
     if not np.isfinite(values).all():
         raise WireFormatError("the tensor holds NaN or infinite values")
-    return torch.from_numpy(values.astype(np.float32, copy=False))
+    return torch.from_numpy(values.astype(np.float32))  # a writable float32 copy, owned by the tensor
 
 
 def _raw(array: np.ndarray, codec: Codec) -> bytes:
@@ -187,20 +187,20 @@ def _float16_toward(values: torch.Tensor, direction: float) -> torch.Tensor:
     return torch.where(overshoot, torch.nextafter(rounded, torch.tensor(direction, dtype=torch.float16)), rounded)
 
 
-def _dequantise(payload: bytes, shape: tuple[int, ...]) -> torch.Tensor:
+def _dequantise(payload: bytes | memoryview, shape: tuple[int, ...]) -> torch.Tensor:
     rows = _quantised_rows(shape)
-    scale_bytes = _SCALE_BYTES * rows
-    scales = torch.frombuffer(bytearray(payload[:scale_bytes]), dtype=torch.float16).float() if rows else torch.empty(0)
+    if rows == 0:
+        return torch.zeros(shape)
+    scales = np.frombuffer(payload, dtype=np.float16, count=2 * rows).astype(np.float32)
     low, step = scales[:rows], scales[rows:]
-    if not (torch.isfinite(low).all() and torch.isfinite(step).all() and (step >= 0).all()):
+    if not (np.isfinite(scales).all() and (step >= 0).all()):
         raise WireFormatError("int8 scales must be finite and non-negative")
-    data = payload[scale_bytes:]
-    levels = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
-    values = low[:, None] + levels.reshape(rows, -1).to(torch.float32) * step[:, None]
-    return values.reshape(shape)
+    levels = np.frombuffer(payload, dtype=np.uint8, offset=_SCALE_BYTES * rows).reshape(rows, -1)
+    values = low[:, None] + levels.astype(np.float32) * step[:, None]
+    return torch.from_numpy(values.reshape(shape))
 
 
-def _decompress(payload: bytes, expected: int) -> bytes:
+def _decompress(payload: bytes | memoryview, expected: int) -> bytes:
     zstd = _zstd()
     try:
         # Reading at most one byte more than the shape declares bounds the work: a small body
