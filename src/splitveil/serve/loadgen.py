@@ -69,7 +69,8 @@ def run_load(
 
     ``url`` is a plain ``http://host:port`` address (the benchmark runs on loopback). A failed
     request (a non-200 answer, a connection error or no answer within ``timeout`` seconds) is counted
-    by its cause and does not stop the run; the client reconnects for its next request.
+    by its cause and does not stop the run; the client reconnects for its next request. ``timeout``
+    covers the whole request, (re)connecting included.
     """
     if concurrency < 1 or requests < 1 or not bodies:
         raise ValueError("run_load needs concurrency >= 1, requests >= 1 and at least one body")
@@ -176,7 +177,8 @@ async def _load(
                 if connection is None or connection.closed:
                     connect = loop.create_connection(_Connection, target.host, target.port)
                     _, connection = await asyncio.wait_for(connect, timeout)
-                status = await connection.exchange(prepared[index], timeout)
+                # one deadline per request: connecting spends from the same `timeout` as the answer
+                status = await connection.exchange(prepared[index], started + timeout - time.perf_counter())
             except (OSError, TimeoutError, httptools.HttpParserError) as exc:
                 errors[type(exc).__name__] += 1
                 if connection is not None:
