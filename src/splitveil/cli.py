@@ -184,10 +184,18 @@ def bench_status(directory: Annotated[Path, typer.Argument(help="A bench run dir
         typer.echo(f"started and not finished in the latest run: {len(status.started)} (running, or cut off)")
     for cell_id, error in status.failed.items():
         typer.echo(f"failed {cell_id}: {error}")
-    if status.remaining_seconds is not None and status.pending:
-        typer.echo(f"left: about {status.remaining_seconds / 60:.1f} cell-minutes of work")
+    if status.pending:
+        typer.echo(_work_left(status))
     if not status.pending and not status.failed:
         typer.echo(f"complete: every cell is done; report: {directory / 'report.html'}")
+
+
+def _work_left(status) -> str:
+    untimed = ", ".join(f"{count} {kind}" for kind, count in status.untimed.items())
+    if status.remaining_seconds is None:
+        return f"left: not estimated yet (no cell of these kinds has finished: {untimed})"
+    left = f"left: about {status.remaining_seconds / 60:.1f} cell-minutes of work"
+    return left + (f", plus {untimed} cell(s) of kinds not timed yet" if untimed else "")
 
 
 @bench_app.command("report")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from splitveil.bench.cells import TRAIN_ID, Cell, expand_cells
 from splitveil.bench.store import STORE_FILE, ResultStore, StoredCell, error_headline
@@ -19,7 +20,9 @@ class RunStatus:
     done: Counter[str]
     failed: dict[str, str]  # cell id -> last line of its error
     started: set[str]  # started in the latest run and not finished (running, or cut off by a kill)
-    remaining_seconds: float | None = field(default=None)
+    remaining_seconds: float | None = field(default=None)  # of the pending cells whose kind has been timed
+    #: pending cells per kind of which no cell has finished yet: their time is not in ``remaining_seconds``
+    untimed: Counter[str] = field(default_factory=Counter)
 
     @property
     def pending(self) -> int:
@@ -49,7 +52,7 @@ def run_status(directory: str | Path) -> RunStatus:
         done=done,
         failed=failed,
         started=started - {cell_id for cell_id, entry in stored.items() if entry.status == "done"},
-        remaining_seconds=_remaining(cells, stored),
+        **_remaining(cells, stored),
     )
 
 
@@ -66,14 +69,19 @@ def _cells_of(spec: ExperimentSpec, stored: dict[str, StoredCell]) -> list[Cell]
     return plan_cells(spec)
 
 
-def _remaining(cells: list[Cell], stored: dict) -> float | None:
-    """Cell-seconds left, from the mean time of the finished cells of each kind (None before any)."""
+def _remaining(cells: list[Cell], stored: dict) -> dict[str, Any]:
+    """Cell-seconds left, from the mean time of the finished cells of the same kind.
+
+    A kind none of whose cells has finished is counted in ``untimed`` rather than guessed from other
+    kinds: an evaluator cell takes seconds, a deploy cell that trains a defense can take an hour.
+    """
     seconds: dict[str, list[float]] = {}
     for entry in stored.values():
         if entry.status == "done" and entry.seconds is not None:
             seconds.setdefault(entry.kind, []).append(entry.seconds)
-    if not seconds:
-        return None
-    overall = sum(sum(v) for v in seconds.values()) / sum(len(v) for v in seconds.values())
     todo = [cell for cell in cells if cell.id not in stored or stored[cell.id].status != "done"]
-    return sum(sum(seconds[c.kind]) / len(seconds[c.kind]) if c.kind in seconds else overall for c in todo)
+    timed = [cell for cell in todo if cell.kind in seconds]
+    return {
+        "remaining_seconds": sum(sum(seconds[c.kind]) / len(seconds[c.kind]) for c in timed) if timed else None,
+        "untimed": Counter(cell.kind for cell in todo if cell.kind not in seconds),
+    }
