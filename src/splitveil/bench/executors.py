@@ -65,9 +65,16 @@ class LocalExecutor:
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop the pool; ``wait=False`` also terminates workers busy with a cell (an error path)."""
         if not wait:
-            for process in list(getattr(self._pool, "_processes", {}).values()):  # no public API for this
-                process.terminate()
+            self._terminate_workers()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _terminate_workers(self) -> None:
+        terminate = getattr(self._pool, "terminate_workers", None)  # public from Python 3.14
+        if terminate is not None:
+            terminate()
+            return
+        for process in list(getattr(self._pool, "_processes", {}).values()):  # before 3.14: no public API
+            process.terminate()
 
 
 class RayExecutor:
