@@ -37,3 +37,10 @@ def test_nothing_is_estimated_before_a_cell_of_a_pending_kind_finishes():
     left = _remaining(CELLS, {"e": _done("e", "evaluator", 4.0)})
     assert left["remaining_seconds"] is None
     assert left["untimed"] == Counter({"attack": 3, "train": 1})
+
+
+def test_failed_cells_are_not_work_left():
+    failed = StoredCell("t", "train", "t", "failed", None, "boom", 1.0, "local")
+    left = _remaining(CELLS, {"t": failed, "a1": _done("a1", "attack", 30.0)})
+    assert left["untimed"] == Counter({"evaluator": 1})
+    assert left["remaining_seconds"] == pytest.approx(60.0)

@@ -118,3 +118,16 @@ def test_a_table_that_is_not_a_permutation_is_rejected(table: list) -> None:
 def test_logits_of_the_wrong_shape_are_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"\(N, 10\)"):
         shift_code(10).decode_logits(torch.zeros(2, 9), torch.zeros(2, dtype=torch.long))
+
+
+def test_the_keyed_tables_are_pinned():
+    # The tables are not saved with the weights: a checkpoint trained under a table decodes only
+    # while the key still derives the same one. These are the tables the cached models use.
+    assert permutation_code(10, num_salts=2, key=0).table.tolist() == [
+        [8, 7, 9, 6, 3, 4, 1, 0, 5, 2],
+        [7, 6, 1, 5, 2, 4, 3, 8, 9, 0],
+    ]
+    assert latin_code(10, num_salts=10, key=0).table[:2].tolist() == [
+        [6, 7, 9, 4, 5, 8, 1, 2, 3, 0],
+        [2, 4, 1, 6, 0, 7, 3, 9, 5, 8],
+    ]

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from splitveil.serve.batching import MicroBatcher
+from splitveil.serve.batching import MicroBatcher, ModelError
 
 
 def _run(coroutine):
@@ -65,7 +65,8 @@ def test_a_failing_forward_fails_only_its_batch():
         return results
 
     bad, good = _run(scenario())
-    assert isinstance(bad, ValueError) and torch.equal(good, torch.ones(1))
+    assert isinstance(bad, ModelError) and str(bad).endswith(": ValueError")  # the type, not the details
+    assert isinstance(bad.__cause__, ValueError) and torch.equal(good, torch.ones(1))
 
 
 def test_stop_drains_what_was_submitted():

@@ -118,6 +118,21 @@ def test_a_failing_forward_pass_is_a_counted_json_500_and_the_server_goes_on(hal
     assert 'splitveil_requests_total{status="500"} 1.0' in text
 
 
+def test_non_finite_logits_are_a_counted_json_500(halves, tiny_data):
+    cloud = halves[1]
+    working = cloud.module
+    cloud.module = lambda z: torch.full((len(z), 10), float("nan"))
+    try:
+        with TestClient(create_app(cloud, ServerSettings())) as client:
+            body = encode(_features(halves, tiny_data.test.images[:1]))
+            failed = client.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE})
+            text = client.get("/metrics").text
+    finally:
+        cloud.module = working
+    assert failed.status_code == 500 and "NaN" in failed.json()["detail"]
+    assert 'splitveil_errors_total{reason="model"} 1.0' in text
+
+
 def test_capture_records_exactly_what_arrived(server, halves, tiny_data, tmp_path):
     z = _features(halves, tiny_data.test.images[:3])
     server.post("/v1/infer", content=encode(z, codec="int8"), headers=AUTH)

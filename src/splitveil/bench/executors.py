@@ -73,7 +73,7 @@ class LocalExecutor:
         if terminate is not None:
             terminate()
             return
-        for process in list(getattr(self._pool, "_processes", {}).values()):  # before 3.14: no public API
+        for process in list((getattr(self._pool, "_processes", None) or {}).values()):  # before 3.14: no public API
             process.terminate()
 
 

@@ -79,7 +79,7 @@ def _remaining(cells: list[Cell], stored: dict) -> dict[str, Any]:
     for entry in stored.values():
         if entry.status == "done" and entry.seconds is not None:
             seconds.setdefault(entry.kind, []).append(entry.seconds)
-    todo = [cell for cell in cells if cell.id not in stored or stored[cell.id].status != "done"]
+    todo = [cell for cell in cells if cell.id not in stored or stored[cell.id].status not in ("done", "failed")]
     timed = [cell for cell in todo if cell.kind in seconds]
     return {
         "remaining_seconds": sum(sum(seconds[c.kind]) / len(seconds[c.kind]) for c in timed) if timed else None,

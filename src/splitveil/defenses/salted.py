@@ -20,7 +20,7 @@ Options:
         salt) or ``"shift"`` (the paper's). See :mod:`splitveil.salt.codes`: under the Latin square
         and the shift the argmax alone says nothing about the label; under independent rows it does.
     num_salts: salts to draw from (default K; the shift needs exactly K, the Latin square a multiple of K).
-    key: the client secret the permutation table is derived from [ours]. Keep it with the client.
+    key: the client secret the keyed tables (latin, permutation) are derived from [ours]. Keep it with the client.
     tile: the salt maps' pattern period in pixels (the transposed convolution's kernel and stride).
     salt_scale: the initial std of the salt maps [ours: unit scale, so the salt is heard from the start].
     smoothing: [ours] weight of a uniform cross-entropy term on the salted logits (label smoothing

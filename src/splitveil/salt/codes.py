@@ -16,7 +16,9 @@ decodes; the cloud, who does not, sees a class index that says nothing by itself
 * :func:`latin_code` — [ours] a keyed Latin square: each row a permutation, and over each block of
   K salts every class is sent to every index exactly once. Under a uniform salt the argmax is then
   independent of the label (the best guess from it is right exactly 1/K of the time), as for the
-  shift, while the rows are scrambled by the key as for the permutation.
+  shift. It is the shift under secret relabellings of the classes and of the indices, so it keeps
+  the shift's fixed differences (``ρ[y'] − ρ[y]`` for every salt): it removes the argmax's leak and
+  nothing else.
 
 Training on salted targets needs no special loop: :meth:`SaltCode.decode_logits` maps the salted
 logits back to the true classes (``decoded[:, y] = logits[:, T[s, y]]``), so the ordinary
@@ -108,7 +110,7 @@ def latin_code(num_classes: int, *, num_salts: int, key: int | str | bytes) -> S
     of a block reach K different indices, which is what makes the argmax alone uninformative.
     """
     if num_salts < 1 or num_salts % num_classes:
-        raise ValueError(f"a Latin code needs num_salts to be a multiple of K={num_classes}, got {num_salts}")
+        raise ValueError(f"a Latin code needs num_salts to be a positive multiple of K={num_classes}, got {num_salts}")
     blocks = []
     for block in range(num_salts // num_classes):
         rho, pi, tau = (_keyed_permutation(num_classes, key, f"/latin/{block}/{part}") for part in "rpt")

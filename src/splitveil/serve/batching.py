@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
+
+_log = logging.getLogger("splitveil.serve")
+
+
+class ModelError(RuntimeError):
+    """The model's forward pass raised on a batch; the message names the exception, not its details."""
 
 
 @dataclass
@@ -124,10 +131,13 @@ class MicroBatcher:
             self.on_batch(len(inputs))
         try:
             outputs = await self._run_forward(inputs)
-        except Exception as exc:  # every waiting request learns why its batch failed
+        except Exception as exc:  # every waiting request learns why its batch failed; logged once
+            _log.exception("the forward pass failed on a batch of %d samples", len(inputs))
+            failure = ModelError(f"the cloud model failed on this request's batch: {type(exc).__name__}")
+            failure.__cause__ = exc  # the details stay on the server side
             for item in batch:
                 if not item.done.done():
-                    item.done.set_exception(exc)
+                    item.done.set_exception(failure)
             return
         start = 0
         for item in batch:

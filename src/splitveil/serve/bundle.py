@@ -9,6 +9,7 @@ half is loaded without the other half's weights. Client secrets (a salt key, see
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from torch import nn
 from splitveil.checkpoint import environment_versions, load_weights, read_metadata, save_checkpoint
 from splitveil.config import DefenseSpec, ExperimentSpec
 from splitveil.defenses import create_defense
+from splitveil.defenses.base import Defense
 from splitveil.deploy import DeployedSplit
 from splitveil.errors import CheckpointError
 from splitveil.experiment import TrainedModel
@@ -26,7 +28,11 @@ from splitveil.models import create_model
 from splitveil.split import SplitModel, cut
 
 Half = Literal["edge", "cloud"]
-BUNDLE_FORMAT = 1
+#: 2: the defense's options are written resolved (every constructor option, defaults included), so a
+#: later change of a default cannot change what a bundle means. Format 1 wrote them as configured.
+BUNDLE_FORMAT = 2
+#: Defaults that changed since format 1: a format-1 bundle that left them out was built with these.
+_FORMAT_1_DEFAULTS: dict[str, dict[str, Any]] = {"salted": {"scheme": "permutation"}}
 
 
 @dataclass
@@ -75,7 +81,7 @@ def export_bundle(
         "base_cache_key": trained.metadata["cache_key"],
         "versions": environment_versions(),
     }
-    defense = None if defense_spec is None else defense_spec.model_dump(mode="json")
+    defense = None if defense_spec is None else _resolved(defense_spec.model_dump(mode="json"), deployed.defense)
     save_checkpoint(out / "edge", split.edge, {**common, "half": "edge", "defense": defense})
     save_checkpoint(out / "cloud", split.cloud, {**common, "half": "cloud", "defense": _without_secrets(defense)})
     return out
@@ -86,7 +92,7 @@ def load_half(path: str | Path, half: Half) -> LoadedHalf:
     path = Path(path)
     directory = path / half if (path / half).is_dir() else path
     metadata = read_metadata(directory)
-    if metadata.get("bundle_format") != BUNDLE_FORMAT or metadata.get("half") not in ("edge", "cloud"):
+    if metadata.get("bundle_format") not in (1, BUNDLE_FORMAT) or metadata.get("half") not in ("edge", "cloud"):
         raise CheckpointError(f"{directory} is not a splitveil deployment bundle; create one with `splitveil export`")
     if metadata["half"] != half:
         raise CheckpointError(f"{directory} holds the {metadata['half']} half, but the {half} half is needed")
@@ -110,10 +116,20 @@ def _skeleton(metadata: dict[str, Any]) -> SplitModel:
     if metadata["defense"] is None:
         return split
     defense_spec = DefenseSpec.model_validate(metadata["defense"])
-    defense = create_defense(defense_spec.name, strength=metadata["strength"], **defense_spec.options)
+    options = defense_spec.options
+    if metadata["bundle_format"] == 1:
+        options = {**_FORMAT_1_DEFAULTS.get(defense_spec.name, {}), **options}
+    defense = create_defense(defense_spec.name, strength=metadata["strength"], **options)
     split = defense.apply(split)
     defense.restore(split, metadata["finalize"])
     return split
+
+
+def _resolved(defense: dict[str, Any], instance: Defense) -> dict[str, Any]:
+    """``defense`` with every option the defense's constructor takes, as the built defense resolved it."""
+    accepted = inspect.signature(type(instance).__init__).parameters
+    resolved = {k: v for k, v in instance.options().items() if k in accepted and k != "strength"}
+    return {**defense, "options": {**resolved, **defense["options"]}}
 
 
 def _without_secrets(defense: dict[str, Any] | None) -> dict[str, Any] | None:

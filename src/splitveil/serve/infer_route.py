@@ -13,13 +13,13 @@ Refusals are the same JSON ``{"detail": ...}`` with the same statuses as the res
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from splitveil.errors import WireFormatError
 from splitveil.serve.auth import token_refusal
+from splitveil.serve.batching import ModelError
 from splitveil.serve.codec import MEDIA_TYPE, decode, encode, read_header
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_log = logging.getLogger("splitveil.serve")
 _MEDIA_TYPE = MEDIA_TYPE.encode()
 _ANSWER_HEADERS = [(b"content-type", _MEDIA_TYPE)]
 
@@ -117,13 +116,12 @@ class InferRoute:
             state.capture.write(body)
         try:
             logits = await state.batcher.submit(features)
-        except Exception as exc:  # the model failed: the client gets a counted JSON 500, the server goes on
-            _log.exception("the cloud's forward pass failed on a batch")
-            raise Refusal(
-                500, "model", f"the cloud model failed on this request's batch: {type(exc).__name__}"
-            ) from None
-        state.metrics.samples.inc(samples)
-        return encode(logits)
+            state.metrics.samples.inc(samples)
+            return encode(logits)
+        except ModelError as exc:  # a counted JSON 500; the server goes on
+            raise Refusal(500, "model", str(exc)) from None
+        except WireFormatError as exc:  # non-finite logits: the model failed too
+            raise Refusal(500, "model", f"the cloud model's answer cannot be sent: {exc}") from None
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

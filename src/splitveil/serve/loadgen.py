@@ -178,7 +178,10 @@ async def _load(
                     connect = loop.create_connection(_Connection, target.host, target.port)
                     _, connection = await asyncio.wait_for(connect, timeout)
                 # one deadline per request: connecting spends from the same `timeout` as the answer
-                status = await connection.exchange(prepared[index], started + timeout - time.perf_counter())
+                remaining = started + timeout - time.perf_counter()
+                if remaining <= 0:
+                    raise TimeoutError(f"connecting took the whole {timeout} s")
+                status = await connection.exchange(prepared[index], remaining)
             except (OSError, TimeoutError, httptools.HttpParserError) as exc:
                 errors[type(exc).__name__] += 1
                 if connection is not None:

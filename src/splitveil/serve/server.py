@@ -67,8 +67,8 @@ class ServerState:
         self.draining = False
 
 
-# With a trailing slash too: FastAPI would answer that with a redirect, which a client would follow by
-# uploading its body a second time.
+# With a trailing slash too: FastAPI has no such route (it would answer 404), and a client that adds
+# the slash should reach the model all the same.
 _INFER_PATHS = frozenset({"/v1/infer", "/v1/infer/"})
 
 
