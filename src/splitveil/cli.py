@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from splitveil import audit_commands, serve_commands
 from splitveil.errors import SplitveilError
+
+if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, to start fast
+    from splitveil.bench.status import RunStatus
 
 app = typer.Typer(
     name="splitveil",
@@ -190,7 +193,7 @@ def bench_status(directory: Annotated[Path, typer.Argument(help="A bench run dir
         typer.echo(f"complete: every cell is done; report: {directory / 'report.html'}")
 
 
-def _work_left(status) -> str:
+def _work_left(status: RunStatus) -> str:
     untimed = ", ".join(f"{count} {kind}" for kind, count in status.untimed.items())
     if status.remaining_seconds is None:
         return f"left: not estimated yet (no cell of these kinds has finished: {untimed})"

@@ -28,19 +28,19 @@ CELLS = [
 
 def test_pending_cells_are_estimated_from_finished_cells_of_their_kind():
     stored = {"e": _done("e", "evaluator", 4.0), "a1": _done("a1", "attack", 30.0), "a2": _done("a2", "attack", 50.0)}
-    left = _remaining(CELLS, stored)
-    assert left["remaining_seconds"] == pytest.approx(40.0)  # a3 at the attacks' mean; the evaluator is done
-    assert left["untimed"] == Counter({"train": 1})  # no train cell finished: not guessed from the others
+    seconds, untimed = _remaining(CELLS, stored)
+    assert seconds == pytest.approx(40.0)  # a3 at the attacks' mean; the evaluator is done
+    assert untimed == Counter({"train": 1})  # no train cell finished: not guessed from the others
 
 
 def test_nothing_is_estimated_before_a_cell_of_a_pending_kind_finishes():
-    left = _remaining(CELLS, {"e": _done("e", "evaluator", 4.0)})
-    assert left["remaining_seconds"] is None
-    assert left["untimed"] == Counter({"attack": 3, "train": 1})
+    seconds, untimed = _remaining(CELLS, {"e": _done("e", "evaluator", 4.0)})
+    assert seconds is None
+    assert untimed == Counter({"attack": 3, "train": 1})
 
 
 def test_failed_cells_are_not_work_left():
     failed = StoredCell("t", "train", "t", "failed", None, "boom", 1.0, "local")
-    left = _remaining(CELLS, {"t": failed, "a1": _done("a1", "attack", 30.0)})
-    assert left["untimed"] == Counter({"evaluator": 1})
-    assert left["remaining_seconds"] == pytest.approx(60.0)
+    seconds, untimed = _remaining(CELLS, {"t": failed, "a1": _done("a1", "attack", 30.0)})
+    assert untimed == Counter({"evaluator": 1})
+    assert seconds == pytest.approx(60.0)

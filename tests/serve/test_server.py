@@ -1,5 +1,6 @@
 """The cloud server in process: answers, refusals with clear messages, metrics, capture."""
 
+import dataclasses
 import struct
 
 import pytest
@@ -92,9 +93,13 @@ def test_metrics_count_requests_errors_and_batches(server, halves, tiny_data):
     assert "splitveil_samples_total 6.0" in text
 
 
+def _serving(cloud, forward):
+    """A test client of a server whose cloud half computes with ``forward`` instead of its module."""
+    return TestClient(create_app(dataclasses.replace(cloud, module=forward), ServerSettings()))
+
+
 def test_a_failing_forward_pass_is_a_counted_json_500_and_the_server_goes_on(halves, tiny_data):
-    cloud = halves[1]
-    working = cloud.module
+    working = halves[1].module
     calls = []
 
     def fails_once(z):
@@ -103,32 +108,22 @@ def test_a_failing_forward_pass_is_a_counted_json_500_and_the_server_goes_on(hal
             raise RuntimeError("out of memory")
         return working(z)
 
-    cloud.module = fails_once
-    try:
-        with TestClient(create_app(cloud, ServerSettings())) as client:
-            body = encode(_features(halves, tiny_data.test.images[:2]))
-            failed = client.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE})
-            assert failed.status_code == 500
-            assert failed.json()["detail"] == "the cloud model failed on this request's batch: RuntimeError"
-            assert client.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE}).status_code == 200
-            text = client.get("/metrics").text
-    finally:
-        cloud.module = working
+    with _serving(halves[1], fails_once) as client:
+        body = encode(_features(halves, tiny_data.test.images[:2]))
+        failed = client.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE})
+        assert failed.status_code == 500
+        assert failed.json()["detail"] == "the cloud model failed on this request's batch: RuntimeError"
+        assert client.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE}).status_code == 200
+        text = client.get("/metrics").text
     assert 'splitveil_errors_total{reason="model"} 1.0' in text
     assert 'splitveil_requests_total{status="500"} 1.0' in text
 
 
 def test_non_finite_logits_are_a_counted_json_500(halves, tiny_data):
-    cloud = halves[1]
-    working = cloud.module
-    cloud.module = lambda z: torch.full((len(z), 10), float("nan"))
-    try:
-        with TestClient(create_app(cloud, ServerSettings())) as client:
-            body = encode(_features(halves, tiny_data.test.images[:1]))
-            failed = client.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE})
-            text = client.get("/metrics").text
-    finally:
-        cloud.module = working
+    with _serving(halves[1], lambda z: torch.full((len(z), 10), float("nan"))) as client:
+        body = encode(_features(halves, tiny_data.test.images[:1]))
+        failed = client.post("/v1/infer", content=body, headers={"content-type": MEDIA_TYPE})
+        text = client.get("/metrics").text
     assert failed.status_code == 500 and "NaN" in failed.json()["detail"]
     assert 'splitveil_errors_total{reason="model"} 1.0' in text
 

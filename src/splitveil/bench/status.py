@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from splitveil.bench.cells import TRAIN_ID, Cell, expand_cells
 from splitveil.bench.store import STORE_FILE, ResultStore, StoredCell, error_headline
@@ -39,6 +38,7 @@ def run_status(directory: str | Path) -> RunStatus:
     with ResultStore(directory) as store:
         stored, started = store.cells(), store.running()
     cells = _cells_of(load_spec(spec_file), stored)
+    remaining_seconds, untimed = _remaining(cells, stored)
     known = {cell.id for cell in cells}
     done = Counter(entry.kind for cell_id, entry in stored.items() if entry.status == "done" and cell_id in known)
     failed = {
@@ -52,7 +52,8 @@ def run_status(directory: str | Path) -> RunStatus:
         done=done,
         failed=failed,
         started=started - {cell_id for cell_id, entry in stored.items() if entry.status == "done"},
-        **_remaining(cells, stored),
+        remaining_seconds=remaining_seconds,
+        untimed=untimed,
     )
 
 
@@ -69,10 +70,11 @@ def _cells_of(spec: ExperimentSpec, stored: dict[str, StoredCell]) -> list[Cell]
     return plan_cells(spec)
 
 
-def _remaining(cells: list[Cell], stored: dict) -> dict[str, Any]:
-    """Cell-seconds left, from the mean time of the finished cells of the same kind.
+def _remaining(cells: list[Cell], stored: dict) -> tuple[float | None, Counter[str]]:
+    """Cell-seconds left (None: none timed), from the mean time of the finished cells of the same kind,
+    and the untimed pending cells per kind.
 
-    A kind none of whose cells has finished is counted in ``untimed`` rather than guessed from other
+    A kind none of whose cells has finished is counted as untimed rather than guessed from other
     kinds: an evaluator cell takes seconds, a deploy cell that trains a defense can take an hour.
     """
     seconds: dict[str, list[float]] = {}
@@ -81,7 +83,5 @@ def _remaining(cells: list[Cell], stored: dict) -> dict[str, Any]:
             seconds.setdefault(entry.kind, []).append(entry.seconds)
     todo = [cell for cell in cells if cell.id not in stored or stored[cell.id].status not in ("done", "failed")]
     timed = [cell for cell in todo if cell.kind in seconds]
-    return {
-        "remaining_seconds": sum(sum(seconds[c.kind]) / len(seconds[c.kind]) for c in timed) if timed else None,
-        "untimed": Counter(cell.kind for cell in todo if cell.kind not in seconds),
-    }
+    remaining = sum(sum(seconds[c.kind]) / len(seconds[c.kind]) for c in timed) if timed else None
+    return remaining, Counter(cell.kind for cell in todo if cell.kind not in seconds)

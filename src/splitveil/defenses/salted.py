@@ -152,12 +152,10 @@ class SaltedDefense(Defense):
                 )
             return shift_code(classes)
         if self.scheme == "latin":
-            salts = self.num_salts or classes
-            if salts % classes:
-                raise ConfigError(
-                    f"{self.name}: the Latin code needs num_salts to be a multiple of K={classes}, got {salts}"
-                )
-            return latin_code(classes, num_salts=salts, key=self.key)
+            try:
+                return latin_code(classes, num_salts=self.num_salts or classes, key=self.key)
+            except ValueError as exc:  # the code checks its salts; the config error names the defense
+                raise ConfigError(f"{self.name}: {exc}") from None
         return permutation_code(classes, num_salts=self.num_salts or classes, key=self.key)
 
     def _bad_point(self, salt_at: str, edge: fx.GraphModule) -> str:
