@@ -57,7 +57,7 @@ def attack(
     options = {"data": data, "seed": resolved.seed, "progress": progress}
     if capture is None:
         chosen = data.test.take(targets)
-        outcome = run_attack(split, attack_spec, targets=chosen, evaluator=None, **options)
+        outcome = run_attack(split, attack_spec, targets=chosen, evaluator=None, reid=resolved.audit.reid, **options)
         original, reconstruction = chosen.images, outcome.reconstruction
         source = f"{len(chosen)} test images"
     else:
@@ -75,7 +75,17 @@ def attack(
     if outcome is None:
         typer.echo(f"{label}: no originals given, so no score; grid: {out}")
     else:
-        typer.echo(f"{label}: SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, MSE {outcome.mse:.4f}; grid: {out}")
+        reid = (
+            ""
+            if outcome.reid is None
+            else (
+                f", re-identified top-1 {outcome.reid.top1:.3f} / top-5 {outcome.reid.top5:.3f} of {outcome.reid.candidates}"
+                f" (chance {outcome.reid.chance_top1:.3f}; {outcome.reid.distance} distance)"
+            )
+        )
+        typer.echo(
+            f"{label}: SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, MSE {outcome.mse:.4f}{reid}; grid: {out}"
+        )
 
 
 def _captured_features(capture: Path, expected: tuple[int, ...]):

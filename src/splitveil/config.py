@@ -174,6 +174,19 @@ class OutputAuditSpec(_Strict):
     epochs: int = Field(default=20, ge=1)
 
 
+class ReidSpec(_Strict):
+    """Instance re-identification (``splitveil.metrics.reidentification``) of every attack's reconstructions:
+    each target against ``candidates - 1`` other test images of its class, under the best of ``distances``."""
+
+    enabled: bool = True
+    candidates: int = Field(default=100, ge=2, description="N: the target plus N - 1 same-class test images")
+    distances: list[Literal["l2", "ssim", "embedding"]] = Field(
+        default_factory=lambda: ["l2", "ssim", "embedding"],
+        min_length=1,
+        description="the attacker's distances (embedding: the evaluator's penultimate layer)",
+    )
+
+
 class AuditSpec(_Strict):
     """What is measured at every cut: how many test images are attacked, MI, privacy accuracy."""
 
@@ -182,6 +195,7 @@ class AuditSpec(_Strict):
     mine: MineSpec = Field(default_factory=MineSpec)
     evaluator: EvaluatorSpec = Field(default_factory=EvaluatorSpec)
     output: OutputAuditSpec = Field(default_factory=OutputAuditSpec)
+    reid: ReidSpec = Field(default_factory=ReidSpec)
 
 
 class ExperimentSpec(_Strict):

@@ -16,6 +16,8 @@ from splitveil.split import SplitModel, cut
 
 INPUT_SHAPE = (1, 12, 12)
 NUM_CLASSES = 3
+#: The conformance tests invert ``smooth_images(TARGETS, seed=TARGET_SEED)``.
+TARGETS, TARGET_SEED = 3, 5
 
 
 def smooth_images(count: int, shape: tuple[int, int, int] = INPUT_SHAPE, *, seed: int = 0) -> torch.Tensor:
@@ -53,9 +55,13 @@ def view_of(
     *,
     aux: ImageSet | None = None,
     shape: tuple[int, int, int] = INPUT_SHAPE,
+    target_labels: torch.Tensor | None = None,
 ) -> AttackerView:
+    """A view granting ``capabilities``; an oracle's target labels default to those of :data:`TARGETS`."""
     aux = aux if aux is not None else labelled(smooth_images(48, shape, seed=1))
-    return AttackerView.of(split, capabilities, input_shape=shape, aux=aux)
+    if target_labels is None:
+        target_labels = labelled(smooth_images(TARGETS, shape, seed=TARGET_SEED)).labels
+    return AttackerView.of(split, capabilities, input_shape=shape, aux=aux, target_labels=target_labels)
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:

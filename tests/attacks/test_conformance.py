@@ -12,7 +12,7 @@ import torch
 from splitveil.attacks import ATTACKS, Capability, create_attack
 from splitveil.errors import CapabilityError
 
-from .conftest import INPUT_SHAPE, assert_unchanged, smooth_images, snapshot, tiny_split, view_of
+from .conftest import INPUT_SHAPE, TARGET_SEED, TARGETS, assert_unchanged, smooth_images, snapshot, tiny_split, view_of
 
 FAST: dict[str, dict[str, object]] = {
     "rmle": {"steps": 5},
@@ -50,7 +50,7 @@ def test_a_missing_capability_is_refused_by_name(name, missing):
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_fit_invert_shape_range_no_side_effects_and_determinism(name):
     split = tiny_split()
-    targets = smooth_images(3, seed=5)
+    targets = smooth_images(TARGETS, seed=TARGET_SEED)
     z = split.edge(targets).detach()
     before_edge, before_cloud = snapshot(split.edge), snapshot(split.cloud)
     view = view_of(split, ATTACKS.get(name).requires)
@@ -61,7 +61,7 @@ def test_fit_invert_shape_range_no_side_effects_and_determinism(name):
     first = _attack(name, view).fit().invert(z)
     assert torch.equal(torch.rand(1), expected_draw), "the caller's global RNG was consumed"
 
-    assert first.shape == (3, *INPUT_SHAPE)
+    assert first.shape == (TARGETS, *INPUT_SHAPE)
     assert first.dtype == torch.float32
     assert 0.0 <= first.min() and first.max() <= 1.0
     assert_unchanged(split.edge, before_edge)

@@ -14,6 +14,7 @@ ACCESSORS = {
     Capability.EDGE_QUERIES: lambda view: view.query(torch.zeros(1, 1, 12, 12)),
     Capability.CLOUD_MODEL: lambda view: view.cloud,
     Capability.AUX_DATA: lambda view: view.aux,
+    Capability.TARGET_LABELS: lambda view: view.target_labels,
 }
 
 

@@ -55,7 +55,9 @@ def test_report_embeds_grids_plots_table_and_spec(bench_dir):
     out, _ = bench_dir
     html = (out / "report.html").read_text()
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 2 + 2  # two plots, one grid per cut
+    reid = any(row.reid_top1 is not None for row in read_rows(out))
+    assert len(images) == (3 if reid else 2) + 2  # SSIM, MI (and re-identification) by depth, one grid per cut
+    assert ('alt="Re-identification by cut depth"' in html) == reid
     assert all(len(image) > 1000 for image in images)
     assert "relu22" in html and "inverse-network" in html and "name: tiny" in html
 

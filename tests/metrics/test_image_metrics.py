@@ -11,6 +11,7 @@ from skimage.metrics import structural_similarity
 from skimage.transform import resize
 
 from splitveil.metrics import mse, psnr, ssim
+from splitveil.metrics.image import ssim_fast
 
 
 def _skimage_ssim(x_hat: torch.Tensor, x: torch.Tensor) -> list[float]:
@@ -156,3 +157,14 @@ def test_psnr_decreases_as_noise_grows(seed, low, factor):
     less, more = float(psnr(x + low * noise, x)), float(psnr(x + factor * low * noise, x))
     assert less > more
     assert less == pytest.approx(more + 20 * math.log10(factor), abs=1e-3)  # MSE scales with factor**2
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 28, 28), (3, 3, 20, 25), (2, 2, 11, 11)])
+def test_ssim_fast_equals_ssim_and_has_gradients(shape):
+    generator = torch.Generator().manual_seed(7)
+    x = torch.rand(shape, generator=generator)
+    x_hat = (x + 0.3 * torch.randn(shape, generator=generator)).clamp(0, 1).requires_grad_(True)
+    fast = ssim_fast(x_hat, x)
+    assert torch.allclose(fast, ssim(x_hat.detach(), x, reduction="none"), atol=1e-5)
+    fast.sum().backward()
+    assert x_hat.grad is not None and torch.isfinite(x_hat.grad).all()

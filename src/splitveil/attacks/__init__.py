@@ -3,12 +3,17 @@
 Each attack declares the capabilities it ``requires`` (:class:`Capability`) and is built against an
 :class:`AttackerView` that grants exactly those; ``fit()`` prepares it, ``invert(z)`` reconstructs.
 
-Registered attacks (He, Zhang and Lee, ACSAC 2019), by name -> class: what it requires:
+Registered attacks (He, Zhang and Lee, ACSAC 2019, unless noted), by name -> class: what it requires:
 
 - ``rmle`` -> :class:`WhiteBoxRMLE`: edge weights
 - ``inverse-network`` -> :class:`InverseNetworkAttack`: edge queries, auxiliary data
 - ``inverse-network-noise`` -> :class:`NoiseQueryInverseNetworkAttack`: edge queries
 - ``query-free`` -> :class:`QueryFreeAttack`: cloud model, edge architecture, auxiliary data
+- ``learned-prior`` -> :class:`LearnedPriorAttack`: edge queries, auxiliary data (a VAE prior, GLASS-style)
+- ``learned-prior-whitebox`` -> :class:`WhiteBoxLearnedPriorAttack`: edge weights, auxiliary data
+- ``output-oracle`` -> :class:`OutputOracle`: edge queries, cloud model, auxiliary data (an oracle:
+  what the cloud's answer alone reconstructs, the floor leakage is judged above)
+- ``label-oracle`` -> :class:`LabelOracle`: auxiliary data, target labels (an oracle: the true label alone)
 
 Build one with ``create_attack(name, view, seed=..., progress=..., **options)``; an unknown option
 is a :class:`~splitveil.errors.ConfigError` listing the valid ones (:func:`attack_options`).
@@ -20,6 +25,8 @@ from __future__ import annotations
 from splitveil.attacks.base import Attack, AttackerView, Capability
 from splitveil.attacks.decoder import build_decoder
 from splitveil.attacks.inverse_network import InverseNetworkAttack, NoiseQueryInverseNetworkAttack
+from splitveil.attacks.learned_prior import LearnedPriorAttack, WhiteBoxLearnedPriorAttack
+from splitveil.attacks.oracles import LabelOracle, OutputOracle
 from splitveil.attacks.query_free import QueryFreeAttack
 from splitveil.attacks.registry import ATTACKS, attack_options, create_attack
 from splitveil.attacks.rmle import WhiteBoxRMLE, rmle_invert
@@ -30,8 +37,12 @@ __all__ = [
     "AttackerView",
     "Capability",
     "InverseNetworkAttack",
+    "LabelOracle",
+    "LearnedPriorAttack",
     "NoiseQueryInverseNetworkAttack",
+    "OutputOracle",
     "QueryFreeAttack",
+    "WhiteBoxLearnedPriorAttack",
     "WhiteBoxRMLE",
     "attack_options",
     "build_decoder",

@@ -34,6 +34,9 @@ class Capability(enum.Enum):
     EDGE_QUERIES = "edge queries"  # edge(x) for inputs of the attacker's choice, no gradients
     CLOUD_MODEL = "cloud model"  # the cloud half (the curious cloud runs it)
     AUX_DATA = "auxiliary data"  # labelled images from the task's distribution, disjoint from the target's
+    # The true labels of the attacked inputs, in the order their features are inverted. No real
+    # attacker has them: only the label oracle, which measures what the answer alone gives away.
+    TARGET_LABELS = "target labels"
 
 
 class AttackerView:
@@ -49,6 +52,7 @@ class AttackerView:
         query: Callable[[torch.Tensor], torch.Tensor] | None = None,
         cloud: nn.Module | None = None,
         aux: ImageSet | None = None,
+        target_labels: torch.Tensor | None = None,
     ) -> None:
         self.capabilities = frozenset(capabilities)
         self.input_shape = input_shape
@@ -58,6 +62,7 @@ class AttackerView:
             Capability.EDGE_QUERIES: query,
             Capability.CLOUD_MODEL: cloud,
             Capability.AUX_DATA: aux,
+            Capability.TARGET_LABELS: target_labels,
         }
         for capability in self.capabilities:
             if self._granted[capability] is None:
@@ -71,8 +76,12 @@ class AttackerView:
         *,
         input_shape: tuple[int, int, int],
         aux: ImageSet | None = None,
+        target_labels: torch.Tensor | None = None,
     ) -> AttackerView:
-        """A view of the deployed ``split`` that grants ``capabilities`` and nothing more."""
+        """A view of the deployed ``split`` that grants ``capabilities`` and nothing more.
+
+        ``target_labels`` are the true labels of the inputs whose features will be inverted, granted
+        only to an attack that requires :attr:`Capability.TARGET_LABELS` (an oracle)."""
         capabilities = frozenset(capabilities)
         deployed_edge = split.edge
         return cls(
@@ -83,6 +92,7 @@ class AttackerView:
             query=_query_function(deployed_edge) if Capability.EDGE_QUERIES in capabilities else None,
             cloud=split.cloud if Capability.CLOUD_MODEL in capabilities else None,
             aux=aux if Capability.AUX_DATA in capabilities else None,
+            target_labels=target_labels if Capability.TARGET_LABELS in capabilities else None,
         )
 
     def _get(self, capability: Capability) -> object:
@@ -111,6 +121,10 @@ class AttackerView:
     def aux(self) -> ImageSet:
         return self._get(Capability.AUX_DATA)  # type: ignore[return-value]
 
+    @property
+    def target_labels(self) -> torch.Tensor:
+        return self._get(Capability.TARGET_LABELS)  # type: ignore[return-value]
+
 
 class Attack(ABC):
     """A model inversion attack: ``fit()`` on what the view grants, then ``invert(z) -> x_hat``.
@@ -120,6 +134,9 @@ class Attack(ABC):
     """
 
     requires: ClassVar[frozenset[Capability]] = frozenset()
+    #: An oracle measures what the answer alone gives away (the floor of leakage), not an attacker:
+    #: the bench reports it beside the attacks and never counts it as the strongest attack.
+    oracle: ClassVar[bool] = False
 
     def __init__(self, view: AttackerView) -> None:
         missing = self.requires - view.capabilities

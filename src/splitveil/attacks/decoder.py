@@ -2,7 +2,13 @@
 
 For a spatial feature ``[C, h, w]`` and an input ``[C0, H, W]``::
 
+    scale:  per-channel standardisation of z with statistics of the attacker's own queries
+            (optional, fixed buffers): a defense that shrinks or inflates its features, or gives
+            channels wildly different scales, then looks the same to the first convolution
     stem:   3x3 conv C -> width, BatchNorm, ReLU
+    res_k:  ``blocks`` residual blocks (conv-BN-ReLU-conv-BN plus the identity) at the feature's
+            own resolution, where they are cheapest and where a defense's scrambling has to be
+            undone (the upsampling stages then only paint the pixels)
     up_k:   ConvTranspose2d(kernel 4, stride 2, padding 1) - exactly doubles h and w - BN, ReLU,
             repeated until h >= H and w >= W (none for a shallow cut); channels halve at every
             step, never below 16, since the finer maps need fewer features and cost the most
@@ -10,6 +16,10 @@ For a spatial feature ``[C, h, w]`` and an input ``[C0, H, W]``::
             *before* the head so that the last convolution can smooth interpolation artefacts
             (odd sizes such as 25x25, or floor-pooled maps such as 28 -> 3 -> 24 -> 28)
     head:   3x3 conv -> C0, sigmoid (pixels in [0, 1])
+
+With ``blocks=0`` this is three layers at a middle cut (stem, one upsampling, head): too shallow to
+undo what a defense trained against a decoder of its own has scrambled. The residual blocks give the
+decoder the depth to do so; their skip connections keep it as easy to train as the shallow one.
 
 A flat feature ``[d]`` (after a fully connected layer; any shape that is not ``[C, h, w]`` is
 flattened) first goes through ``Linear(d, width · ⌈H/4⌉ · ⌈W/4⌉)`` + ReLU and is reshaped to a
@@ -32,6 +42,44 @@ from torch import nn
 MIN_UPSAMPLING_WIDTH = 16
 
 
+class Standardize(nn.Module):
+    """``(z - mean) / std`` per channel (dimension 1), with statistics fixed at construction."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("std", std.detach().clone())
+
+    @classmethod
+    def fitted(cls, features: torch.Tensor, *, floor: float = 1e-6) -> Standardize:
+        """Statistics of ``features`` ``[N, C, ...]`` per channel, over the batch and every position;
+        a channel that never varies gets ``std = 1`` (it carries nothing to rescale)."""
+        dims = [0, *range(2, features.ndim)]
+        mean = features.mean(dim=dims, keepdim=True)[0]
+        std = features.std(dim=dims, keepdim=True)[0]
+        return cls(mean, torch.where(std > floor, std, torch.ones_like(std)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.mean) / self.std
+
+
+class ResidualBlock(nn.Module):
+    """``relu(x + bn(conv(relu(bn(conv(x))))))`` with 3x3 convolutions that keep the channel count."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
 class ResizeTo(nn.Module):
     """Bilinear resize of NCHW maps to a fixed ``(height, width)``; identity if already that size."""
 
@@ -48,10 +96,18 @@ class ResizeTo(nn.Module):
         return f"size={self.size}"
 
 
-def build_decoder(feature_shape: Sequence[int], input_shape: Sequence[int], *, width: int = 64) -> nn.Sequential:
+def build_decoder(
+    feature_shape: Sequence[int],
+    input_shape: Sequence[int],
+    *,
+    width: int = 64,
+    blocks: int = 0,
+    scale: Standardize | None = None,
+) -> nn.Sequential:
     """A decoder mapping ``[N, *feature_shape]`` features to ``[N, *input_shape]`` images in [0, 1].
 
-    ``width`` is the channel count of the first stage (and of the flat path's small map).
+    ``width`` is the channel count of the first stage (and of the flat path's small map);
+    ``blocks`` the residual blocks per resolution; ``scale`` an optional first standardisation.
 
     Example:
         >>> import torch
@@ -61,17 +117,20 @@ def build_decoder(feature_shape: Sequence[int], input_shape: Sequence[int], *, w
     """
     if width < 1:
         raise ValueError(f"decoder width must be >= 1, got {width}")
+    if blocks < 0:
+        raise ValueError(f"decoder blocks must be >= 0, got {blocks}")
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
     feature_shape = tuple(int(s) for s in feature_shape)
+    first: OrderedDict[str, nn.Module] = OrderedDict() if scale is None else OrderedDict(scale=scale)
     if len(feature_shape) == 3:
-        return nn.Sequential(_spatial_decoder(feature_shape, input_shape, width=width))
-    return _flat_decoder(math.prod(feature_shape), input_shape, width=width)
+        return nn.Sequential(first | _spatial_decoder(feature_shape, input_shape, width=width, blocks=blocks))
+    return _flat_decoder(math.prod(feature_shape), input_shape, width=width, blocks=blocks, first=first)
 
 
 def _spatial_decoder(
-    feature_shape: tuple[int, ...], input_shape: tuple[int, ...], *, width: int
+    feature_shape: tuple[int, ...], input_shape: tuple[int, ...], *, width: int, blocks: int
 ) -> OrderedDict[str, nn.Module]:
     channels, h, w = feature_shape
     out_channels, height, out_width = input_shape
@@ -80,6 +139,8 @@ def _spatial_decoder(
     layers["stem_bn"] = nn.BatchNorm2d(width)
     layers["stem_relu"] = nn.ReLU()
     current, stage = width, 0
+    for block in range(blocks):
+        layers[f"res0_{block}"] = ResidualBlock(current)
     while h < height or w < out_width:
         stage += 1
         narrower = max(current // 2, min(current, MIN_UPSAMPLING_WIDTH))
@@ -93,13 +154,15 @@ def _spatial_decoder(
     return layers
 
 
-def _flat_decoder(features: int, input_shape: tuple[int, ...], *, width: int) -> nn.Sequential:
+def _flat_decoder(
+    features: int, input_shape: tuple[int, ...], *, width: int, blocks: int, first: OrderedDict[str, nn.Module]
+) -> nn.Sequential:
     _, height, out_width = input_shape
     map_h, map_w = max(1, math.ceil(height / 4)), max(1, math.ceil(out_width / 4))
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    layers: OrderedDict[str, nn.Module] = OrderedDict(first)
     layers["flatten"] = nn.Flatten()
     layers["project"] = nn.Linear(features, width * map_h * map_w)
     layers["project_relu"] = nn.ReLU()
     layers["unflatten"] = nn.Unflatten(1, (width, map_h, map_w))
-    layers.update(_spatial_decoder((width, map_h, map_w), input_shape, width=width))
+    layers.update(_spatial_decoder((width, map_h, map_w), input_shape, width=width, blocks=blocks))
     return nn.Sequential(layers)

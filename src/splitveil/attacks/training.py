@@ -8,6 +8,7 @@ pairs, seeded, with a progress bar.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -28,10 +29,19 @@ def train_on_pairs(
     lr: float,
     seed: int,
     head: nn.Module | None = None,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    repeats: int = 1,
+    schedule: Literal["constant", "cosine"] = "constant",
     description: str = "training",
     progress: bool = True,
 ) -> list[float]:
-    """Minimise ``loss(head(module(inputs)), targets)`` with Adam on ``module``'s parameters only.
+    """Minimise ``loss(head(module(encode(inputs))), targets)`` with Adam on ``module``'s parameters only.
+
+    ``encode`` (default: none) turns each mini-batch of ``inputs`` into the module's input when the
+    batch is drawn: an attacker querying a stochastic edge afresh, so that every pass sees new noise
+    (or dropout) draws instead of one fixed draw per image that the module could learn by heart.
+    ``repeats`` passes over the pairs make one epoch (with ``encode``: that many draws per image and
+    epoch). ``schedule="cosine"`` anneals the learning rate to zero over the run.
 
     Mini-batches are shuffled every epoch with a ``torch.Generator`` seeded from ``seed``, and the
     loop runs inside ``torch.random.fork_rng`` seeded the same way (for dropout or noise layers), so
@@ -48,27 +58,38 @@ def train_on_pairs(
         raise ValueError("train_on_pairs needs at least one (input, target) pair")
     if len(targets) != count:
         raise ValueError(f"{count} inputs but {len(targets)} targets")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     history: list[float] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+        steps_per_epoch = repeats * len(_batches(torch.arange(count), batch_size))
+        annealing = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+            if schedule == "cosine"
+            else None
+        )
         module.train()
-        steps_per_epoch = len(_batches(torch.arange(count), batch_size))
         with progress_bar(description, total=epochs * steps_per_epoch, enabled=progress) as advance:
             for _ in range(epochs):
                 total, seen = 0.0, 0
-                for index in _batches(torch.randperm(count, generator=generator), batch_size):
-                    prediction = module(inputs[index])
-                    if head is not None:
-                        prediction = head(prediction)
-                    value = loss(prediction, targets[index])
-                    optimizer.zero_grad(set_to_none=True)
-                    value.backward()
-                    optimizer.step()
-                    total += value.item() * len(index)
-                    seen += len(index)
-                    advance(loss=value.item())
+                for _ in range(repeats):
+                    for index in _batches(torch.randperm(count, generator=generator), batch_size):
+                        batch = inputs[index] if encode is None else encode(inputs[index])
+                        prediction = module(batch)
+                        if head is not None:
+                            prediction = head(prediction)
+                        value = loss(prediction, targets[index])
+                        optimizer.zero_grad(set_to_none=True)
+                        value.backward()
+                        optimizer.step()
+                        if annealing is not None:
+                            annealing.step()
+                        total += value.item() * len(index)
+                        seen += len(index)
+                        advance(loss=value.item())
                 history.append(total / seen)
     module.eval()
     return history

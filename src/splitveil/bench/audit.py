@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from splitveil.attacks import ATTACKS, AttackerView, create_attack
+from splitveil.attacks import ATTACKS, AttackerView, Capability, create_attack
 from splitveil.attacks.output_inference import observe_audit, salt_count, score_observation
-from splitveil.config import AttackSpec, MineSpec, OutputAuditSpec
+from splitveil.config import AttackSpec, MineSpec, OutputAuditSpec, ReidSpec
 from splitveil.data import DatasetSplits, ImageSet
-from splitveil.metrics import estimate_mi, mse, privacy_accuracy, psnr, ssim
+from splitveil.errors import ConfigError
+from splitveil.metrics import (
+    Reidentification,
+    candidate_sets,
+    classifier_embedding,
+    estimate_mi,
+    mse,
+    privacy_accuracy,
+    psnr,
+    reidentification,
+    ssim,
+)
 from splitveil.split import SplitModel
 
 
@@ -26,6 +38,7 @@ class AttackOutcome:
     mse: float
     privacy_accuracy: float | None
     seconds: float
+    reid: Reidentification | None = None
 
 
 @torch.no_grad()
@@ -44,18 +57,51 @@ def run_attack(
     seed: int,
     progress: bool = True,
     features: torch.Tensor | None = None,
+    reid: ReidSpec | None = None,
 ) -> AttackOutcome:
     """Grant the attack exactly what it requires of the deployed split, fit it, invert the targets.
 
     ``features`` are what the cloud received for ``targets`` (default: the deployed edge's output
-    computed here); an audit of a real deployment passes the captured ones.
+    computed here); an audit of a real deployment passes the captured ones. With ``reid``, the
+    reconstructions are re-identified among same-class images of the test split, whose first images
+    ``targets`` must be (``data.test.take(n)``, as every audit takes them).
     """
     started = time.perf_counter()
     if features is None:
         features = transmitted_features(split, targets.images)
-    x_hat = invert_features(split, attack, data=data, features=features, seed=seed, progress=progress)
+    x_hat = invert_features(
+        split, attack, data=data, features=features, seed=seed, progress=progress, target_labels=targets.labels
+    )
     seconds = time.perf_counter() - started
-    return score_reconstruction(x_hat, targets.images, labels=targets.labels, evaluator=evaluator, seconds=seconds)
+    outcome = score_reconstruction(x_hat, targets.images, labels=targets.labels, evaluator=evaluator, seconds=seconds)
+    if reid is None or not reid.enabled:
+        return outcome
+    found = reidentify(x_hat, targets, pool=data.test, spec=reid, evaluator=evaluator, seed=seed)
+    return dataclasses.replace(outcome, reid=found)
+
+
+def reidentify(
+    x_hat: torch.Tensor, targets: ImageSet, *, pool: ImageSet, spec: ReidSpec, evaluator: nn.Module | None, seed: int
+) -> Reidentification | None:
+    """Re-identification of the reconstructions of ``targets`` (the first images of ``pool``) among
+    ``spec.candidates`` same-class images of ``pool``; the embedding distance needs the evaluator.
+
+    A pool with fewer images of some target's class (a small test split) lowers N to what it holds;
+    the result records the N used. None when a class has no other image at all.
+    """
+    count = len(targets)
+    if not torch.equal(pool.labels[:count], targets.labels) or not torch.equal(pool.images[:count], targets.images):
+        raise ValueError("re-identification needs the targets to be the first images of the candidate pool")
+    smallest = min(int((pool.labels == label).sum()) for label in targets.labels.unique())
+    candidates = min(spec.candidates, smallest)
+    if candidates < 2:
+        return None
+    sets = candidate_sets(pool.labels, torch.arange(count), candidates=candidates, seed=seed)
+    embed = None if evaluator is None else classifier_embedding(evaluator)
+    distances = [name for name in spec.distances if name != "embedding" or embed is not None]
+    if not distances:
+        return None  # only the embedding distance was asked for, and there is no evaluator
+    return reidentification(x_hat, pool.images, sets, distances=distances, embed=embed)
 
 
 def score_reconstruction(
@@ -85,11 +131,26 @@ def score_reconstruction(
 
 
 def invert_features(
-    split: SplitModel, attack: AttackSpec, *, data: DatasetSplits, features: torch.Tensor, seed: int, progress: bool
+    split: SplitModel,
+    attack: AttackSpec,
+    *,
+    data: DatasetSplits,
+    features: torch.Tensor,
+    seed: int,
+    progress: bool,
+    target_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Fit the attack on what it may know of ``split`` and reconstruct the inputs of ``features``, in [0, 1]."""
+    """Fit the attack on what it may know of ``split`` and reconstruct the inputs of ``features``, in [0, 1].
+
+    ``target_labels`` (the true labels of ``features``' inputs) are granted to an oracle that requires them.
+    """
     requires = ATTACKS.get(attack.name).requires  # type: ignore[attr-defined]
-    view = AttackerView.of(split, requires, input_shape=data.input_shape, aux=data.aux)
+    if Capability.TARGET_LABELS in requires and target_labels is None:
+        raise ConfigError(
+            f"attack {attack.name!r} is an oracle that needs the true labels of the inverted inputs; "
+            "captured traffic has none: audit it with another attack"
+        )
+    view = AttackerView.of(split, requires, input_shape=data.input_shape, aux=data.aux, target_labels=target_labels)
     attacker = create_attack(attack.name, view, seed=seed, progress=progress, **attack.options).fit()
     return attacker.invert(features).detach().clamp(0, 1)
 

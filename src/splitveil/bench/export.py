@@ -1,8 +1,9 @@
 """From the store to ``results.jsonl``: one :class:`ResultRow` per finished attack cell.
 
-A row joins its attack cell with the deploy cell it attacked and the evaluator; the privacy index
-(which compares a defended cell with the undefended one of the same cut and attack) is computed
-here, from finished rows, so no cell has to wait for another's result to compute its own.
+A row joins its attack cell with the deploy cell it attacked and the evaluator. Figures that compare
+cells are computed here, from finished rows, so no cell has to wait for another's result to compute
+its own: the privacy index (a defended cell against the undefended one of the same cut and attack),
+and the output oracle's SSIM with the strongest attack's excess over it (every attack of one split).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from splitveil.attacks import ATTACKS
 from splitveil.bench.cells import EVALUATOR_ID, TRAIN_ID, Cell, deploy_id
 from splitveil.bench.results import RESULTS_FILE, ResultRow
 from splitveil.bench.store import StoredCell
@@ -21,6 +23,10 @@ from splitveil.metrics import privacy_index
 _FROM_DEPLOY = ("accuracy", "mi", "edge_flops", "cloud_flops", "edge_params", "feature_shape", "feature_bytes",
                 "output_privacy")  # fmt: skip
 _FROM_ATTACK = ("ssim", "psnr", "mse", "privacy_accuracy", "targets", "reconstruction_file")
+#: Re-identification figures, absent from the results of attack cells stored before they existed.
+_REID = ("reid_top1", "reid_top5", "reid_candidates", "reid_distance")
+#: The attack whose SSIM is the floor that leakage is judged above.
+OUTPUT_ORACLE = "output-oracle"
 
 
 def assemble_rows(spec: ExperimentSpec, cells: list[Cell], stored: dict[str, StoredCell]) -> list[ResultRow]:
@@ -46,14 +52,33 @@ def assemble_rows(spec: ExperimentSpec, cells: list[Cell], stored: dict[str, Sto
                 defense=cell.defense,
                 strength=cell.strength,
                 attack=cell.attack,
+                oracle=bool(getattr(ATTACKS.get(cell.attack), "oracle", False)),
                 seed=spec.seed,
                 evaluator_accuracy=evaluator.get("evaluator_accuracy"),
                 seconds=attack["attack_seconds"],
                 **{name: deployed[name] for name in _FROM_DEPLOY},
                 **{name: attack[name] for name in _FROM_ATTACK},
+                **{name: attack.get(name) for name in _REID},
             )
         )
-    return _with_privacy_index(rows, chance=1 / train["num_classes"]) if rows else rows
+    if not rows:
+        return rows
+    return _with_oracle_floor(_with_privacy_index(rows, chance=1 / train["num_classes"]))
+
+
+def _with_oracle_floor(rows: list[ResultRow]) -> list[ResultRow]:
+    """Every row with its split's output-oracle SSIM and the strongest non-oracle attack's excess over it."""
+    splits: dict[tuple[str, str, float], list[ResultRow]] = {}
+    for row in rows:
+        splits.setdefault((row.cut, row.defense, row.strength), []).append(row)
+    out = []
+    for row in rows:
+        group = splits[(row.cut, row.defense, row.strength)]
+        floor = next((r.ssim for r in group if r.attack == OUTPUT_ORACLE), None)
+        attacks = [r.ssim for r in group if not r.oracle]
+        excess = None if floor is None or not attacks else max(attacks) - floor
+        out.append(row.model_copy(update={"oracle_ssim": floor, "excess_ssim": excess}))
+    return out
 
 
 def _with_privacy_index(rows: list[ResultRow], *, chance: float) -> list[ResultRow]:

@@ -9,10 +9,12 @@ from pathlib import Path
 import jinja2
 from safetensors.torch import load_file
 
-from splitveil.bench.figures import frontier_plot, metric_by_depth, reconstruction_grid
-from splitveil.bench.frontier import best_under_accuracy_loss, frontier_points
+from splitveil.bench.figures import FRONTIER_AXES, frontier_plot, metric_by_depth, reconstruction_grid
+from splitveil.bench.frontier import FrontierPoint, best_under_accuracy_loss, frontier_points
 from splitveil.bench.provenance import cost_table, run_history
 from splitveil.bench.results import ResultRow, one_row_per_split, read_rows
+from splitveil.bench.tables import format_reid
+from splitveil.bench.verdict import leakage_sentence
 from splitveil.errors import SplitveilError
 
 REPORT_FILE = "report.html"
@@ -27,6 +29,11 @@ TABLE_COLUMNS = (
     "ssim",
     "psnr",
     "mse",
+    "oracle_ssim",
+    "excess_ssim",
+    "reid_top1",
+    "reid_top5",
+    "reid_candidates",
     "mi",
     "privacy_accuracy",
     "evaluator_accuracy",
@@ -36,6 +43,13 @@ TABLE_COLUMNS = (
     "feature_bytes",
     "seconds",
 )
+#: How each frontier plot's alt text names its x axis (the max_ssim plot is the plain one).
+FRONTIER_PLOT_NAMES = {
+    "max_ssim": "",
+    "excess_ssim": " (excess SSIM)",
+    "reid_top1": " (re-identification)",
+    "mi": " (MI)",
+}
 
 
 def _data_uri(png: bytes) -> str:
@@ -92,20 +106,39 @@ def _format(value: object) -> str:
     return "—" if value is None else str(value)
 
 
-def _summary(rows: list[ResultRow]) -> dict[str, object]:
-    """The headline: what was run, and per cut the undefended split's worst leak."""
-    undefended: dict[str, ResultRow] = {}
-    for row in rows:
-        if row.defense == "none" and (row.cut not in undefended or row.ssim > undefended[row.cut].ssim):
-            undefended[row.cut] = row
+def _summary(rows: list[ResultRow], points: list[FrontierPoint], best: dict[str, FrontierPoint]) -> dict[str, object]:
+    """The headline: what was run, and per cut the undefended split's leakage and the best defense
+    within the budget, each with its plain-words sentence (:func:`~splitveil.bench.verdict.leakage_sentence`)."""
+    cuts = [
+        {
+            "point": point,
+            "sentence": leakage_sentence(point),
+            "best": best.get(point.cut),
+            "best_sentence": leakage_sentence(best[point.cut]) if point.cut in best else None,
+        }
+        for point in points
+        if point.defense == "none"
+    ]
     return {
         "rows": len(rows),
         "cuts": list(dict.fromkeys(r.cut for r in sorted(rows, key=lambda r: r.cut_index))),
         "attacks": sorted({r.attack for r in rows}),
         "defenses": sorted({r.defense for r in rows} - {"none"}),
         "seeds": sorted({r.seed for r in rows}),
-        "worst": [undefended[cut] for cut in sorted(undefended, key=lambda c: undefended[c].cut_index)],
+        "per_cut": cuts,
     }
+
+
+def _frontier_plots(points: list[FrontierPoint]) -> list[dict[str, str]]:
+    """Per defended cut, one frontier plot per axis of :data:`FRONTIER_AXES` that the cut has values of."""
+    plots = []
+    for cut in dict.fromkeys(p.cut for p in points if p.defense != "none"):
+        at_cut = [p for p in points if p.cut == cut]
+        for axis in FRONTIER_AXES:
+            if axis == "max_ssim" or any(getattr(p, axis) is not None for p in at_cut):
+                image = _data_uri(frontier_plot(points, cut, x=axis))
+                plots.append({"cut": cut, "axis": axis, "name": FRONTIER_PLOT_NAMES[axis], "image": image})
+    return plots
 
 
 def build_report(directory: str | Path) -> Path:
@@ -117,7 +150,12 @@ def build_report(directory: str | Path) -> Path:
     spec_path = directory / "spec.resolved.yaml"
     points = frontier_points(rows)
     undefended_cuts = {p.cut for p in points if p.defense == "none"}
-    defended_cuts = list(dict.fromkeys(p.cut for p in points if p.defense != "none"))
+    best = best_under_accuracy_loss(points, max_loss=ACCURACY_LOSS_BUDGET)
+    reid_plot = None
+    if any(row.reid_top1 is not None for row in rows):
+        reid_plot = _data_uri(
+            metric_by_depth(rows, "reid_top1", label="top-1 re-identification (higher = more leakage)")
+        )
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("splitveil.bench", "templates"), autoescape=jinja2.select_autoescape()
     )
@@ -126,21 +164,18 @@ def build_report(directory: str | Path) -> Path:
         rows=sorted(rows, key=lambda r: (r.cut_index, r.defense, r.strength, r.attack)),
         columns=TABLE_COLUMNS,
         fmt=_format,
+        reid=format_reid,
         ssim_plot=_data_uri(metric_by_depth(rows, "ssim", label="SSIM (higher = more leakage)")),
         mi_plot=_data_uri(metric_by_depth(rows, "mi", label="MINE I(x; z), nats")),
+        reid_plot=reid_plot,
         grids=_grids(directory, rows),
         output_privacy=_output_privacy(rows),
         frontier=points if len(points) > len(undefended_cuts) else [],
-        frontier_plots=[
-            {"cut": cut_name, "axis": axis, "image": _data_uri(frontier_plot(points, cut_name, x=axis))}
-            for cut_name in defended_cuts
-            for axis in ("max_ssim", "mi")
-            if axis == "max_ssim" or any(p.mi is not None for p in points)
-        ],
-        best=best_under_accuracy_loss(points, max_loss=ACCURACY_LOSS_BUDGET),
+        frontier_plots=_frontier_plots(points),
+        best=best,
         accuracy_loss_budget=ACCURACY_LOSS_BUDGET,
         spec=spec_path.read_text() if spec_path.is_file() else "(spec.resolved.yaml missing)",
-        summary=_summary(rows),
+        summary=_summary(rows, points, best),
         costs=cost_table(directory, rows),
         runs=run_history(directory),
     )

@@ -23,6 +23,9 @@ class ResultRow(BaseModel):
     defense: str
     strength: float
     attack: str
+    #: An oracle (output-oracle, label-oracle) measures what the answer alone gives away; it is the
+    #: floor leakage is judged above, never the strongest attack.
+    oracle: bool = False
     seed: int
     accuracy: float
     ssim: float
@@ -32,6 +35,17 @@ class ResultRow(BaseModel):
     privacy_accuracy: float | None
     #: The evaluation classifier's accuracy on the clean targets: the ceiling of privacy_accuracy.
     evaluator_accuracy: float | None = None
+    #: Instance re-identification (splitveil.metrics.reidentification): the fraction of targets whose
+    #: reconstruction is nearest to its own original among ``reid_candidates`` same-class test images
+    #: (chance: 1/N and 5/N), under the attacker's best distance ``reid_distance``.
+    reid_top1: float | None = None
+    reid_top5: float | None = None
+    reid_candidates: int | None = None
+    reid_distance: str | None = None
+    #: The output oracle's SSIM on this split (what the cloud's answer alone reconstructs), and the
+    #: strongest non-oracle attack's SSIM minus it; the same on every row of one deployed split.
+    oracle_ssim: float | None = None
+    excess_ssim: float | None = None
     #: Privacy index of the defense against this attack (splitveil.metrics.privacy_index; 0 undefended).
     privacy_index: float | None = None
     edge_flops: int

@@ -183,7 +183,7 @@ def _attack(context: _Context, cell: Cell) -> tuple[dict[str, Any], bytes]:
     evaluator = _cached_evaluator(context) if spec.audit.evaluator.enabled else None
     outcome = run_attack(
         deployed.split, cell.attack_spec, data=data, targets=targets, evaluator=evaluator, seed=spec.seed,
-        progress=False,
+        progress=False, reid=spec.audit.reid,
     )  # fmt: skip
     shown = spec.audit.grid_images
     tensors = save(
@@ -199,4 +199,17 @@ def _attack(context: _Context, cell: Cell) -> tuple[dict[str, Any], bytes]:
         "privacy_accuracy": outcome.privacy_accuracy,
         "targets": len(targets),
         "attack_seconds": round(outcome.seconds, 3),
+        **_reid_figures(outcome.reid),
     }, tensors
+
+
+def _reid_figures(reid: Any) -> dict[str, Any]:
+    """An attack cell's re-identification figures (all None when the audit did not measure them)."""
+    if reid is None:
+        return {"reid_top1": None, "reid_top5": None, "reid_candidates": None, "reid_distance": None}
+    return {
+        "reid_top1": reid.top1,
+        "reid_top5": reid.top5,
+        "reid_candidates": reid.candidates,
+        "reid_distance": reid.distance,
+    }

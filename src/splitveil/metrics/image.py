@@ -121,6 +121,44 @@ def ssim(
     return _reduce(inside.flatten(1).mean(dim=1), reduction)
 
 
+def ssim_fast(x_hat: torch.Tensor, x: torch.Tensor, *, data_range: float = 1.0) -> torch.Tensor:
+    """:func:`ssim` per image (shape ``[N]``) computed with a separable Gaussian convolution over the
+    valid region only: the same value (tested to 1e-5), cheap to differentiate.
+
+    torchmetrics' SSIM pads, stacks five maps and convolves them with the full 2-D window; its
+    backward pass costs seconds for a few hundred 28x28 images on a CPU, which is prohibitive as a
+    training loss or inside an optimisation loop. The valid convolution computes exactly the map
+    :func:`ssim` keeps after cropping its border.
+
+    Example:
+        >>> x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.allclose(ssim_fast(x, x), torch.ones(2)))
+        True
+    """
+    _check_images(x_hat, x)
+    if min(x.shape[-2:]) < _SSIM_WINDOW:
+        raise ValueError(f"ssim needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW}, got {tuple(x.shape[-2:])}")
+    channels = x.shape[1]
+    offsets = torch.arange(_SSIM_WINDOW, dtype=x.dtype, device=x.device) - (_SSIM_WINDOW - 1) / 2
+    kernel = torch.exp(-(offsets**2) / (2 * _SSIM_SIGMA**2))
+    kernel = kernel / kernel.sum()
+    rows = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    columns = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+
+    def blur(image: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(
+            torch.nn.functional.conv2d(image, rows, groups=channels), columns, groups=channels
+        )
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = blur(x_hat), blur(x)
+    var_a = blur(x_hat * x_hat) - mu_a**2
+    var_b = blur(x * x) - mu_b**2
+    covariance = blur(x_hat * x) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * covariance + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return ssim_map.flatten(1).mean(dim=1)
+
+
 def _check_images(x_hat: torch.Tensor, x: torch.Tensor) -> None:
     shapes = f"x_hat {tuple(x_hat.shape)} and x {tuple(x.shape)}"
     if x_hat.shape != x.shape:

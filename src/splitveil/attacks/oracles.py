@@ -1,0 +1,140 @@
+"""Oracles: what the answer alone gives away, the floor that leakage is judged above.
+
+The cloud computes the answer, so it always learns it. A reconstruction as good as one made from the
+answer alone says nothing about the defense; only the leakage *above* it does. Two oracles measure
+that floor. They are :class:`~splitveil.attacks.base.Attack`\\ s like any other (declared
+capabilities, ``fit``/``invert``), flagged ``oracle = True`` so that the bench never counts them as
+the strongest attack:
+
+* ``output-oracle`` (:class:`OutputOracle`): a decoder from the cloud's output for a query (what
+  ``cloud(z)`` returns, salted or not) to the image, trained on auxiliary queries through the
+  deployed split exactly as the inverse network is trained on features. Its SSIM is a split's
+  ``oracle_ssim``.
+* ``label-oracle`` (:class:`LabelOracle`): the metric-optimal reconstruction from the true label
+  alone: per class, the image that maximises the mean SSIM against (a seeded sample of ``samples``)
+  auxiliary images of that class, by gradient ascent from the class mean (the MSE-optimal image,
+  which ``metric="mse"`` returns as it is).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from splitveil.attacks.base import Attack, AttackerView, Capability
+from splitveil.attacks.inverse_network import _QueryDecoderAttack
+from splitveil.attacks.options import check_choice, check_positive
+from splitveil.attacks.registry import ATTACKS
+from splitveil.metrics.image import ssim_fast
+from splitveil.progress import progress_bar
+
+
+@ATTACKS.register("output-oracle")
+class OutputOracle(_QueryDecoderAttack):
+    """Decode the image from the cloud's output alone (what the cloud learns by computing the answer).
+
+    Trained like the inverse network (same options, same noise-aware training when the edge is
+    stochastic), on ``cloud(edge(x_q))`` for the auxiliary images ``x_q``; ``invert(z)`` decodes
+    ``cloud(z)``. Against a split whose cloud answers the same for every input it can only learn
+    the auxiliary mean image.
+    """
+
+    requires = frozenset({Capability.EDGE_QUERIES, Capability.CLOUD_MODEL, Capability.AUX_DATA})
+    oracle = True
+
+    def __init__(self, view: AttackerView, **options: Any) -> None:
+        super().__init__(view, **options)
+        self._cloud = view.cloud
+
+    def query_images(self) -> torch.Tensor:
+        return self.view.aux.images
+
+    @torch.no_grad()
+    def observe(self, z: torch.Tensor) -> torch.Tensor:
+        was_training = self._cloud.training
+        self._cloud.eval()
+        try:
+            return self._cloud(z).detach()
+        finally:
+            self._cloud.train(was_training)
+
+
+@ATTACKS.register("label-oracle")
+class LabelOracle(Attack):
+    """The best reconstruction of each target from its true label alone: one image per class.
+
+    ``invert(z)`` returns, for the i-th feature, the prototype of the i-th target label
+    (:attr:`AttackerView.target_labels`): the features themselves are never read, so ``z`` must come
+    in the order of those labels.
+    """
+
+    requires = frozenset({Capability.AUX_DATA, Capability.TARGET_LABELS})
+    oracle = True
+
+    def __init__(
+        self,
+        view: AttackerView,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+        metric: Literal["ssim", "mse"] = "ssim",
+        steps: int = 150,
+        lr: float = 0.02,
+        samples: int = 300,
+    ) -> None:
+        super().__init__(view)
+        check_choice("metric", metric, ("ssim", "mse"))
+        check_positive(steps=steps, lr=lr, samples=samples)
+        self.seed, self.progress, self.metric, self.steps, self.lr = seed, progress, metric, steps, lr
+        self.samples = samples
+        self.prototypes: dict[int, torch.Tensor] = {}
+
+    def fit(self) -> LabelOracle:
+        aux = self.view.aux
+        classes = [int(c) for c in aux.labels.unique()]
+        generator = torch.Generator().manual_seed(self.seed)
+        with progress_bar("label oracle", total=len(classes), enabled=self.progress) as advance:
+            for label in classes:
+                members = aux.images[aux.labels == label]
+                mean = members.mean(dim=0, keepdim=True)
+                if self.metric == "mse":
+                    self.prototypes[label] = mean[0]
+                else:
+                    # The SSIM optimum of a class is a smooth function of its images: a few hundred
+                    # of them pin it down, at a fraction of the cost of every one.
+                    sample = members[torch.randperm(len(members), generator=generator)[: self.samples]]
+                    self.prototypes[label] = self._ssim_optimal(mean, sample)[0]
+                advance()
+        return self
+
+    def _ssim_optimal(self, start: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+        """Gradient ascent on the mean SSIM against ``members``, from ``start``, kept in [0, 1]; the
+        start is returned when no step improved on it (the search never does worse than the mean)."""
+        image = start.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([image], lr=self.lr)
+        best, best_score = start.clone(), float(ssim_fast(start.expand_as(members), members).mean())
+        for _ in range(self.steps):
+            score = ssim_fast(image.expand_as(members), members).mean()
+            if score.item() > best_score:
+                best, best_score = image.detach().clone(), score.item()
+            optimizer.zero_grad(set_to_none=True)
+            (-score).backward()
+            optimizer.step()
+            with torch.no_grad():
+                image.clamp_(0, 1)
+        return best
+
+    def invert(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.prototypes:
+            raise RuntimeError("LabelOracle.invert() needs its prototypes: call fit() first")
+        labels = self.view.target_labels
+        if len(z) != len(labels):
+            raise ValueError(
+                f"the label oracle reconstructs the {len(labels)} targets whose labels it was given, "
+                f"in order; got {len(z)} features"
+            )
+        missing = sorted({int(label) for label in labels} - set(self.prototypes))
+        if missing:
+            raise ValueError(f"no auxiliary image of class(es) {missing}: the label oracle has no prototype for them")
+        return torch.stack([self.prototypes[int(label)] for label in labels])
