@@ -19,6 +19,8 @@ SPEC = {
     "attacks": [
         {"name": "rmle", "options": {"steps": 10}},
         {"name": "inverse-network", "options": {"epochs": 1}},
+        {"name": "output-oracle", "options": {"epochs": 1}},
+        {"name": "label-oracle", "options": {"steps": 5, "samples": 20}},
     ],
     "audit": {"targets": 8, "grid_images": 4, "mine": {"samples": 128, "steps": 20}, "evaluator": {"epochs": 1}},
 }
@@ -39,9 +41,8 @@ def test_one_row_per_cut_and_attack_with_every_metric(bench_dir):
     out, _ = bench_dir
     lines = (out / "results.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
-    assert {(r["cut"], r["attack"]) for r in rows} == {
-        (c, a) for c in ("conv11", "relu22") for a in ("rmle", "inverse-network")
-    }
+    attacks = ("rmle", "inverse-network", "output-oracle", "label-oracle")
+    assert {(r["cut"], r["attack"]) for r in rows} == {(c, a) for c in ("conv11", "relu22") for a in attacks}
     for row in rows:
         for key in REQUIRED:
             assert row[key] is not None, key
@@ -51,13 +52,30 @@ def test_one_row_per_cut_and_attack_with_every_metric(bench_dir):
     assert by_cut["conv11"]["edge_flops"] < by_cut["relu22"]["edge_flops"]
 
 
+def test_every_row_has_its_floor_and_its_reidentification(bench_dir):
+    out, _ = bench_dir
+    rows = read_rows(out)
+    for cut in ("conv11", "relu22"):
+        split = {row.attack: row for row in rows if row.cut == cut}
+        assert split["output-oracle"].oracle and split["label-oracle"].oracle
+        assert not split["rmle"].oracle and not split["inverse-network"].oracle
+        floor = split["output-oracle"].ssim
+        strongest = max(split["rmle"].ssim, split["inverse-network"].ssim)
+        for row in split.values():
+            assert row.oracle_ssim == floor
+            assert row.excess_ssim == pytest.approx(strongest - floor)
+            # A 256-image slice holds fewer than 100 test images of some class: N is what the pool allows.
+            assert 2 <= row.reid_candidates <= 100
+            assert 0 <= row.reid_top1 <= row.reid_top5 <= 1
+            assert row.reid_distance in ("l2", "ssim", "embedding")
+
+
 def test_report_embeds_grids_plots_table_and_spec(bench_dir):
     out, _ = bench_dir
     html = (out / "report.html").read_text()
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    reid = any(row.reid_top1 is not None for row in read_rows(out))
-    assert len(images) == (3 if reid else 2) + 2  # SSIM, MI (and re-identification) by depth, one grid per cut
-    assert ('alt="Re-identification by cut depth"' in html) == reid
+    assert len(images) == 3 + 2  # SSIM, MI and re-identification by depth, one grid per cut
+    assert 'alt="Re-identification by cut depth"' in html
     assert all(len(image) > 1000 for image in images)
     assert "relu22" in html and "inverse-network" in html and "name: tiny" in html
 
@@ -70,7 +88,7 @@ def test_rerun_skips_finished_cells_and_report_rebuilds(bench_dir):
     (out / "report.html").unlink()
     build_report(out)
     assert (out / "report.html").is_file()
-    assert len(read_rows(out)) == 4
+    assert len(read_rows(out)) == 8
 
 
 def test_report_of_an_empty_directory_is_a_clear_error(tmp_path):

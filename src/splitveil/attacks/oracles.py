@@ -79,9 +79,9 @@ class LabelOracle(Attack):
         seed: int = 0,
         progress: bool = True,
         metric: Literal["ssim", "mse"] = "ssim",
-        steps: int = 150,
+        steps: int = 100,
         lr: float = 0.02,
-        samples: int = 300,
+        samples: int = 200,
     ) -> None:
         super().__init__(view)
         check_choice("metric", metric, ("ssim", "mse"))
