@@ -75,7 +75,7 @@ class _QueryDecoderAttack(Attack):
         *,
         seed: int = 0,
         progress: bool = True,
-        epochs: int = 30,
+        epochs: int = 20,
         batch_size: int = 128,
         lr: float = 2e-3,
         width: int = 64,
