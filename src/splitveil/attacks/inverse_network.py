@@ -32,6 +32,7 @@ and the decoder is trained adaptively, on defended features.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -60,10 +61,10 @@ def reconstruction_loss(name: ReconstructionLoss) -> Loss:
     return lambda x_hat, x: F.mse_loss(x_hat, x) + 1 - ssim_fast(x_hat, x).mean()
 
 
-def is_stochastic(view: AttackerView, images: torch.Tensor) -> bool:
-    """Whether two queries of the same images differ: the deployed edge samples noise or dropout."""
-    probe = images[: min(len(images), 16)]
-    return not torch.equal(view.query(probe), view.query(probe))
+def is_stochastic(query: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> bool:
+    """Whether two queries of the same (first 16) images differ: the edge samples noise or dropout."""
+    probe = images[:16]
+    return not torch.equal(query(probe), query(probe))
 
 
 class _QueryDecoderAttack(Attack):
@@ -113,7 +114,7 @@ class _QueryDecoderAttack(Attack):
         images = self.query_images()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)  # noise defenses in the edge draw from the global generator
-            self.stochastic_edge = is_stochastic(self.view, images)
+            self.stochastic_edge = is_stochastic(self.view.query, images)
             features = torch.cat([self._query(chunk) for chunk in images.split(CHUNK)])
             scale = Standardize.fitted(features) if self.standardize else None
             decoder = build_decoder(

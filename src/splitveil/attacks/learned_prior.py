@@ -41,7 +41,7 @@ from torch import nn
 
 from splitveil.attacks.base import Attack, AttackerView, Capability
 from splitveil.attacks.generative import VAE, build_latent_encoder, train_vae
-from splitveil.attacks.inverse_network import CHUNK
+from splitveil.attacks.inverse_network import CHUNK, is_stochastic
 from splitveil.attacks.options import check_non_negative, check_positive
 from splitveil.attacks.registry import ATTACKS
 from splitveil.attacks.rmle import relative_feature_error
@@ -128,7 +128,7 @@ class _LearnedPriorAttack(Attack):
             torch.manual_seed(self.seed)  # noise defenses in the edge draw from the global generator
             features = self.edge_features(images)
             encoder = build_latent_encoder(features.shape[1:], self.latent_dim, width=self.width)
-            self.stochastic_edge = not torch.equal(self.edge_features(images[:16]), self.edge_features(images[:16]))
+            self.stochastic_edge = is_stochastic(self.edge_features, images)
         # A stochastic edge (noise, dropout) is queried afresh for every mini-batch, as the inverse
         # network does: one fixed draw per image would be learned by heart.
         inputs, encode = (images, self.edge_features) if self.stochastic_edge else (features, None)

@@ -87,8 +87,11 @@ def reidentify(
     ``spec.candidates`` same-class images of ``pool``; the embedding distance needs the evaluator.
 
     A pool with fewer images of some target's class (a small test split) lowers N to what it holds;
-    the result records the N used. None when a class has no other image at all.
+    the result records the N used. None when a class has no other image at all, or when the only
+    distance asked for is the embedding and there is no evaluator.
     """
+    if evaluator is None and set(spec.distances) == {"embedding"}:
+        return None  # the only distance asked for needs the evaluator, and there is none
     count = len(targets)
     if not torch.equal(pool.labels[:count], targets.labels) or not torch.equal(pool.images[:count], targets.images):
         raise ValueError("re-identification needs the targets to be the first images of the candidate pool")
@@ -98,10 +101,8 @@ def reidentify(
         return None
     sets = candidate_sets(pool.labels, torch.arange(count), candidates=candidates, seed=seed)
     embed = None if evaluator is None else classifier_embedding(evaluator)
-    distances = [name for name in spec.distances if name != "embedding" or embed is not None]
-    if not distances:
-        return None  # only the embedding distance was asked for, and there is no evaluator
-    return reidentification(x_hat, pool.images, sets, distances=distances, embed=embed)
+    # Without an evaluator, reidentification() skips the embedding distance itself.
+    return reidentification(x_hat, pool.images, sets, distances=spec.distances, embed=embed)
 
 
 def score_reconstruction(
