@@ -130,7 +130,7 @@ def test_the_ssim_loss_is_mse_plus_one_minus_ssim():
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [("loss", "l1", "loss='l1'"), ("schedule", "step", "schedule='step'"), ("blocks", -1, "blocks=-1"),
-     ("draws", 0, "draws=0")],
+     ("draws", 0, "draws=0"), ("precision", "fp16", "precision=.fp16.")],
 )  # fmt: skip
 def test_bad_options_are_config_errors(option, value, message):
     view = view_of(tiny_split(), InverseNetworkAttack.requires)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +40,25 @@ def test_only_the_module_is_optimised_through_a_frozen_head():
     _train(module, torch.randn(32, 4), torch.randint(0, 3, (32,)), loss=F.cross_entropy, head=head)
     assert torch.equal(head.weight, head_before)
     assert not torch.equal(module.weight, module_before)
+
+
+def test_bf16_training_keeps_float32_weights_and_learns_like_float32():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(256, 8, generator=generator)
+    targets = inputs @ torch.randn(8, 3, generator=generator)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        module = nn.Linear(8, 3)
+        losses[precision] = _train(module, inputs, targets, epochs=30, precision=precision)
+        assert module.weight.dtype == torch.float32
+    assert losses["bf16"][-1] < 0.05 * losses["bf16"][0]
+    assert abs(losses["bf16"][-1] - losses["fp32"][-1]) < 0.05 * losses["fp32"][0]
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision"):
+        _train(nn.Linear(2, 2), torch.randn(8, 2), torch.randn(8, 2), precision="fp16")
 
 
 def test_rmle_against_a_noisy_edge_is_reproducible_and_seeded():
