@@ -86,6 +86,19 @@ def test_shipped_configs_are_valid():
             assert isinstance(load_spec(path), ExperimentSpec)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\x00\xff\xfe", "not a text file"), (b"", "is empty"), (b"- 1\n", "expected a mapping")],
+)
+def test_plan_specs_are_read_like_bench_specs(tmp_path, content, message):
+    from splitveil.privynet import load_plan_spec
+
+    path = tmp_path / "plan.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_plan_spec(path)
+
+
 def test_defense_sweep_is_validated_before_anything_runs():
     spec = parse_spec({"defenses": [{"name": "gaussian-noise", "strengths": [0, 0.5], "options": {"where": "input"}}]})
     assert spec.defenses[0].display_name == "gaussian-noise" and spec.defenses[0].strengths == [0, 0.5]
@@ -105,3 +118,83 @@ def test_defense_labels_must_be_distinct():
         parse_spec({"defenses": twice})
     twice[1]["label"] = "gaussian-noise-2"
     assert [d.display_name for d in parse_spec({"defenses": twice}).defenses] == ["gaussian-noise", "gaussian-noise-2"]
+
+
+def test_attack_options_are_checked_when_the_spec_loads():
+    """A typo in an attack option used to fail 70-80 s into a sweep, after training (issue 18, defect 6)."""
+    with pytest.raises(
+        ConfigError, match=r"attacks\.0: attack 'rmle' has no option 'stpes'.*Did you mean 'steps'"
+    ) as info:
+        parse_spec({"attacks": [{"name": "rmle", "options": {"stpes": 300}}]}, source="s.yaml")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"attack 'rmle': option steps='300' is invalid.*without quotes"):
+        parse_spec({"attacks": [{"name": "rmle", "options": {"steps": "300"}}]})
+    with pytest.raises(ConfigError, match=r"option lr='1e-3' is invalid.*write 1\.0e-3"):
+        parse_spec({"attacks": [{"name": "inverse-network", "options": {"lr": "1e-3"}}]})
+    with pytest.raises(ConfigError, match=r"option loss='l1' is invalid: Input should be 'mse' or 'ssim'"):
+        parse_spec({"attacks": [{"name": "inverse-network", "options": {"loss": "l1"}}]})
+    with pytest.raises(ConfigError, match=r"option 'seed' cannot be set here; the run passes the spec's top-level"):
+        parse_spec({"attacks": [{"name": "rmle", "options": {"seed": 1}}]})
+    # Options a subclass hands on to its parent are valid; so are YAML lists and ints for floats.
+    spec = parse_spec(
+        {"attacks": [{"name": "inverse-network-noise", "options": {"num_queries": 8, "epochs": 1, "lr": 1}}]}
+    )
+    assert spec.attacks[0].options == {"num_queries": 8, "epochs": 1, "lr": 1}
+
+
+def test_model_options_are_checked_when_the_spec_loads():
+    """An unknown model option used to be a 59-line traceback once training started (issue 18, defect 6)."""
+    with pytest.raises(
+        ConfigError, match=r"model: model 'he-cnn' has no option 'width'.*Did you mean 'widths'"
+    ) as info:
+        parse_spec({"model": {"name": "he-cnn", "options": {"width": [4, 8, 8]}}}, source="s.yaml")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"option widths=\[4, 8\] is invalid: expected tuple\[int, int, int\]"):
+        parse_spec({"model": {"name": "he-cnn", "options": {"widths": [4, 8]}}})
+    with pytest.raises(ConfigError, match=r"model 'resnet8' has no option 'blocks_per_stage'; valid options: widths"):
+        parse_spec({"model": {"name": "resnet8", "options": {"blocks_per_stage": 2}}})
+    with pytest.raises(ConfigError, match=r"option 'num_classes' cannot be set here; it follows the dataset"):
+        parse_spec({"model": {"name": "lenet", "options": {"num_classes": 2}}})
+    spec = parse_spec({"model": {"name": "vgg-small", "options": {"widths": [4, 8, 8], "hidden": 16, "dropout": 0}}})
+    assert spec.model.options["widths"] == [4, 8, 8]  # stored as written: YAML lists stand for tuples
+
+
+def test_mine_options_and_the_evaluator_model_are_checked_when_the_spec_loads():
+    with pytest.raises(ConfigError, match=r"audit\.mine: MINE has no option 'hiden'.*Did you mean 'hidden'"):
+        parse_spec({"audit": {"mine": {"options": {"hiden": 64}}}})
+    with pytest.raises(ConfigError, match=r"option 'steps' cannot be set here; use audit\.mine\.steps"):
+        parse_spec({"audit": {"mine": {"options": {"steps": 5}}}})
+    with pytest.raises(UnknownNameError, match="unknown model 'alexnet'"):
+        parse_spec({"audit": {"evaluator": {"model": "alexnet"}}})
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n", "---\n"])
+def test_an_empty_spec_file_is_refused(tmp_path, text):
+    """An empty spec used to start the default sweep: every cut of he-cnn on all of Fashion-MNIST."""
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty\.yaml is empty; a spec names at least.*docs/specs\.md"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\xff\xfe\x00\x01binary", "is not a text file"),
+        (b"seed: 2024-13-45\n", "not valid YAML (ValueError: month must be in 1..12)"),
+        (b"[" * 5000, "not valid YAML (RecursionError"),
+        (b"seed: \x00\n", "not valid YAML (ReaderError"),
+        (b"1: 2\n", "1: Keys should be strings"),
+    ],
+)
+def test_unreadable_spec_files_are_one_line_errors(tmp_path, content, expected):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_directory_is_not_a_spec_file(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory; pass the path of a YAML spec"):
+        load_spec(tmp_path)

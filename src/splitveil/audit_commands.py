@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -24,10 +25,10 @@ def attack(
         list[Path] | None,
         typer.Option(help="The images behind the captured features, in order (PNG/JPEG/.npy), to score against."),
     ] = None,
-    targets: Annotated[int, typer.Option(help="Number of test images to reconstruct (without --capture).")] = 16,
-    out: Annotated[Path, typer.Option(help="PNG file for the grid of originals and reconstructions.")] = Path(
-        "attack.png"
-    ),
+    targets: Annotated[int, typer.Option(min=1, help="Number of test images to reconstruct (without --capture).")] = 16,
+    out: Annotated[
+        Path, typer.Option(dir_okay=False, help="PNG file for the grid of originals and reconstructions.")
+    ] = Path("attack.png"),
     cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -39,13 +40,13 @@ def attack(
     from splitveil.bench.audit import invert_features, run_attack, score_reconstruction, transmitted_features
     from splitveil.bench.figures import reconstruction_grid
     from splitveil.checkpoint import CheckpointCache
-    from splitveil.config import AttackSpec, load_spec
+    from splitveil.config import load_spec, parse_attack
     from splitveil.serve.deployment import deployment_from_spec
 
     if originals and capture is None:
         raise ConfigError("--originals scores a capture's reconstructions; give --capture FILE too")
     resolved = load_spec(spec)
-    attack_spec = AttackSpec(name=attack_name, options=parse_assignments(option or []))
+    attack_spec = parse_attack(attack_name, parse_assignments(option or []), source="--attack/--set")
     cache = CheckpointCache.default(cache_dir)
     deployment = deployment_from_spec(
         resolved, cut_name, defense=defense, strength=strength, cache=cache, progress=progress
@@ -89,27 +90,46 @@ def attack(
 
 
 def _captured_features(capture: Path, expected: tuple[int, ...]):
-    from splitveil.serve.capture import read_capture
+    """The features of the capture at ``capture`` and its rotated files, read one frame at a time.
 
-    features = read_capture(capture)
-    if tuple(features.shape[1:]) != expected:
-        raise ConfigError(
-            f"{capture} holds features of shape {tuple(features.shape[1:])}, but this deployment sends {expected}; "
-            "attack with the spec, cut and defense the server's bundle was exported from"
-        )
-    return features
+    Only the decoded features are kept, never the file's bytes, and a wrong shape stops the read at
+    the first frame. Damaged stretches of the file (a torn last frame, corrupt bytes) are reported
+    on stderr, one line each; every whole frame around them is used.
+    """
+    import torch
+
+    from splitveil.serve.capture_reader import CaptureReader
+
+    reader = CaptureReader(capture)
+    features = []
+    for tensor in reader.tensors():
+        if tuple(tensor.shape[1:]) != expected:
+            raise ConfigError(
+                f"{capture} holds features of shape {tuple(tensor.shape[1:])}, but this deployment sends {expected}; "
+                "attack with the spec, cut and defense the server's bundle was exported from"
+            )
+        features.append(tensor)
+    for damage in reader.damage:
+        typer.echo(f"warning: {damage}", err=True)
+    if not features:
+        raise ConfigError(f"{capture} holds no captured requests yet; send the server requests first")
+    return torch.cat(features)
 
 
 def _original_images(paths: list[Path], input_shape: tuple[int, int, int], count: int):
-    from splitveil.serve.images import load_images
+    from splitveil.serve_commands import read_images
 
-    images, _ = load_images(paths, input_shape)
+    images, _ = read_images(paths, input_shape)
     if len(images) != count:
         raise ConfigError(
             f"--originals hold {len(images)} images but the capture holds {count} samples; "
             "give the images in the order they were sent"
         )
     return images
+
+
+#: 1e-2 and the like: YAML 1.1 reads them as text (it wants 1.0e-2), but on a command line they are numbers.
+EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, object]:
@@ -121,5 +141,12 @@ def parse_assignments(assignments: list[str]) -> dict[str, object]:
         key, separator, value = assignment.partition("=")
         if not separator or not key:
             raise typer.BadParameter(f"expected KEY=VALUE, got {assignment!r}")
-        parsed[key] = yaml.safe_load(value)
+        try:
+            parsed[key] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError, RecursionError):
+            raise typer.BadParameter(
+                f"the value of {assignment!r} is not valid YAML; give a number, a word or a list such as [16, 32]"
+            ) from None
+        if isinstance(parsed[key], str) and EXPONENT_NUMBER.fullmatch(value.strip()):
+            parsed[key] = float(value)
     return parsed

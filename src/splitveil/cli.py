@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from splitveil import audit_commands, serve_commands
-from splitveil.errors import SplitveilError
+from splitveil import audit_commands, bench_commands, serve_commands
+from splitveil.cli_common import checkpoint_cache, console
+from splitveil.errors import ConfigError, SplitveilError
 
 if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, to start fast
-    from splitveil.bench.status import RunStatus
+    pass
 
 app = typer.Typer(
     name="splitveil",
@@ -26,13 +28,12 @@ app = typer.Typer(
 )
 
 
-def _console() -> Console:
-    """Stdout console; piped output gets a wide fixed width so tables are never wrapped."""
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
-
-
-InputShape = Annotated[str, typer.Option(help="Input shape C,H,W used for costs, e.g. 1,28,28 or 3,32,32.")]
+InputShape = Annotated[
+    str, typer.Option(help="Input shape C,H,W used for costs, e.g. 1,28,28 or 3,32,32 (at most 64,512,512).")
+]
+#: The zoo's models are sized for small images; a larger input builds layers of gigabytes (1,100000,100000
+#: asks for terabytes), so it is refused before anything is allocated.
+MAX_CHANNELS, MAX_SIDE = 64, 512
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -43,7 +44,28 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise typer.BadParameter(f"expected three positive integers C,H,W such as 1,28,28, got {text!r}")
+    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE:
+        raise typer.BadParameter(
+            f"input shape {text} is too large for the zoo's small-image models; "
+            f"give at most {MAX_CHANNELS} channels and {MAX_SIDE}x{MAX_SIDE} pixels"
+        )
     return shape  # type: ignore[return-value]
+
+
+def _described(name: str, shape: tuple[int, int, int], num_classes: int = 10) -> dict[str, object]:
+    """``describe_model``, with a model that cannot take ``shape`` refused in one line."""
+    from splitveil.profile import describe_model
+
+    try:
+        return describe_model(name, input_shape=shape, num_classes=num_classes)
+    except SplitveilError:
+        raise
+    except (ValueError, RuntimeError) as exc:  # the model's own size check, or a layer wider than its input
+        problem = " ".join(str(exc).split())
+        raise ConfigError(
+            f"model {name!r} cannot take inputs of shape {','.join(map(str, shape))} ({problem}); "
+            "give a larger --input-shape"
+        ) from None
 
 
 @app.command()
@@ -53,33 +75,30 @@ def models(
 ) -> None:
     """List zoo models, their named cuts, and per cut the feature shape, bytes and edge FLOPs."""
     from splitveil.models import list_models
-    from splitveil.profile import describe_model
 
     shape = parse_shape(input_shape)
-    catalog = [describe_model(name, input_shape=shape) for name in list_models()]
+    catalog = [_described(name, shape) for name in list_models()]
     if as_json:
         typer.echo(json.dumps(catalog, indent=2))
         return
     for entry in catalog:
-        _console().print(f"[bold]{entry['name']}[/bold]  {entry['params']:,} parameters")
-        _console().print(_cost_table(entry["cuts"]))  # type: ignore[arg-type]
+        console().print(f"[bold]{entry['name']}[/bold]  {entry['params']:,} parameters")
+        console().print(_cost_table(entry["cuts"]))  # type: ignore[arg-type]
 
 
 @app.command()
 def profile(
     model: Annotated[str, typer.Argument(help="Zoo model name (see `splitveil models`).")],
     input_shape: InputShape = "1,28,28",
-    num_classes: Annotated[int, typer.Option(help="Number of output classes.")] = 10,
+    num_classes: Annotated[int, typer.Option(min=1, max=100_000, help="Number of output classes.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Show the cost of every named cut of MODEL: edge/cloud FLOPs and parameters, bytes sent."""
-    from splitveil.profile import describe_model
-
-    entry = describe_model(model, input_shape=parse_shape(input_shape), num_classes=num_classes)
+    entry = _described(model, parse_shape(input_shape), num_classes)
     if as_json:
         typer.echo(json.dumps(entry, indent=2))
     else:
-        _console().print(_cost_table(entry["cuts"]))  # type: ignore[arg-type]
+        console().print(_cost_table(entry["cuts"]))  # type: ignore[arg-type]
 
 
 @app.command()
@@ -101,9 +120,9 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed; overrides the spec.")] = None,
     limit: Annotated[int | None, typer.Option(help="Cap every data split at this many samples.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Directory holding the dataset's files.")] = None,
-    out: Annotated[Path, typer.Option(help="Directory for the checkpoint, metrics and resolved spec.")] = Path(
-        "runs/train"
-    ),
+    out: Annotated[
+        Path, typer.Option(file_okay=False, help="Directory for the checkpoint, metrics and resolved spec.")
+    ] = Path("runs/train"),
     cache_dir: Annotated[
         Path | None, typer.Option(help="Checkpoint cache (default $SPLITVEIL_CACHE or ~/.cache/splitveil).")
     ] = None,
@@ -123,7 +142,7 @@ def train(
         "data.data_dir": data_dir,
     }
     resolved = load_spec(spec, overrides) if spec else parse_spec(apply_overrides({}, overrides), source="options")
-    trained = train_or_load(resolved, cache=_cache(cache_dir), progress=progress)
+    trained = train_or_load(resolved, cache=checkpoint_cache(cache_dir), progress=progress)
     save_checkpoint(out, trained.model, trained.metadata)
     write_resolved(resolved, out)
     (out / "metrics.json").write_text(json.dumps(trained.metadata["metrics"], indent=2))
@@ -133,225 +152,12 @@ def train(
     )
 
 
-bench_app = typer.Typer(help="Run model x cut x attack benchmarks and build their reports.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("run")
-def bench_run(
-    spec: Annotated[Path, typer.Argument(help="YAML bench spec (e.g. configs/quick.yaml).")],
-    out: Annotated[Path, typer.Option(help="Run directory: results.jsonl, report.html, reconstructions.")],
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Checkpoint cache (default $SPLITVEIL_CACHE or ~/.cache/splitveil).")
-    ] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Directory holding the dataset's files.")] = None,
-    cuts: Annotated[
-        list[str] | None, typer.Option("--cut", help="Run only these cuts instead of the spec's (repeatable).")
-    ] = None,
-    executor: Annotated[str, typer.Option(help="Where cells run: local (a process pool) or ray.")] = "local",
-    workers: Annotated[int | None, typer.Option(help="Local worker processes (default: one per core).")] = None,
-    threads: Annotated[
-        int | None, typer.Option(help="Torch threads per local worker (default: cores / workers).")
-    ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address HOST:PORT (default: start a local Ray).")
-    ] = None,
-    rerun_changed: Annotated[
-        bool, typer.Option("--rerun-changed", help="Recompute cells of OUT whose settings the spec changed.")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-) -> None:
-    """Run every cell of SPEC not already done in OUT, then write OUT/results.jsonl and OUT/report.html."""
-    from splitveil.bench import run_bench
-    from splitveil.config import load_spec
-
-    resolved = load_spec(spec, {"data.data_dir": data_dir, "cuts": cuts or None})
-    options = {"executor": executor, "workers": workers, "threads": threads, "address": address}
-    options["rerun_changed"] = rerun_changed
-    rows = run_bench(resolved, out, cache=_cache(cache_dir), progress=progress, **options)
-    typer.echo(f"{len(rows)} result rows in {out / 'results.jsonl'}; report: {out / 'report.html'}")
-
-
-@bench_app.command("status")
-def bench_status(directory: Annotated[Path, typer.Argument(help="A bench run directory.")]) -> None:
-    """Progress of a run directory: cells done, failed (with their errors), started and pending."""
-    from splitveil.bench.status import run_status
-
-    status = run_status(directory)
-    table = Table("cells", "total", "done", "failed", "pending")
-    for kind, total in status.total.items():
-        failed = sum(1 for cell_id in status.failed if cell_id.split("/")[0] == kind)
-        table.add_row(kind, str(total), str(status.done[kind]), str(failed), str(total - status.done[kind] - failed))
-    _console().print(table)
-    if status.started:
-        typer.echo(f"started and not finished in the latest run: {len(status.started)} (running, or cut off)")
-    for cell_id, error in status.failed.items():
-        typer.echo(f"failed {cell_id}: {error}")
-    if status.pending:
-        typer.echo(_work_left(status))
-    if not status.pending and not status.failed:
-        typer.echo(f"complete: every cell is done; report: {directory / 'report.html'}")
-
-
-def _work_left(status: RunStatus) -> str:
-    untimed = ", ".join(f"{count} {kind}" for kind, count in status.untimed.items())
-    if status.remaining_seconds is None:
-        return f"left: not estimated yet (no cell of these kinds has finished: {untimed})"
-    left = f"left: about {status.remaining_seconds / 60:.1f} cell-minutes of work"
-    return left + (f", plus {untimed} cell(s) of kinds not timed yet" if untimed else "")
-
-
-@bench_app.command("report")
-def bench_report(directory: Annotated[Path, typer.Argument(help="A bench run directory.")]) -> None:
-    """Rebuild DIRECTORY/report.html from its results.jsonl and saved reconstructions."""
-    from splitveil.bench import build_report
-
-    typer.echo(f"report: {build_report(directory)}")
-
-
-@bench_app.command("frontier")
-def bench_frontier(
-    directory: Annotated[Path, typer.Argument(help="A bench run directory.")],
-    markdown: Annotated[bool, typer.Option(help="Print a markdown table (for docs) instead of a rich one.")] = False,
-) -> None:
-    """Print DIRECTORY's frontier: per deployed split, accuracy, every attack's SSIM, MI and costs."""
-    from splitveil.bench.results import read_rows
-    from splitveil.bench.tables import as_markdown, frontier_table
-
-    rows = read_rows(directory)
-    if not rows:
-        raise SplitveilError(f"no results in {directory}; run `splitveil bench run SPEC --out {directory}` first")
-    header, lines = frontier_table(rows)
-    if markdown:
-        typer.echo(as_markdown(header, lines))
-        return
-    table = Table(*header)
-    for line in lines:
-        table.add_row(*line)
-    _console().print(table)
-
-
-@bench_app.command("codecs")
-def bench_codecs(
-    spec: Annotated[Path, typer.Argument(help="YAML spec of the (cached) model.")],
-    cut_name: Annotated[list[str], typer.Option("--cut", help="Cut(s) to measure.")],
-    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
-) -> None:
-    """Test accuracy and request bytes of each wire codec (float32, float16, int8) at each cut."""
-    from splitveil.bench.codecs import codec_table
-    from splitveil.config import load_spec
-    from splitveil.experiment import train_or_load
-    from splitveil.split import cut
-
-    trained = train_or_load(load_spec(spec), cache=_cache(cache_dir), progress=False)
-    test = trained.data.test
-    for name in cut_name:
-        for row in codec_table(cut(trained.model, at=name), test.images, test.labels):
-            typer.echo(
-                f"{name} {row['codec']}: accuracy {row['accuracy']:.4f} ({row['accuracy_loss_points']:+.2f} pts lost), "
-                f"{row['bytes']:,} bytes/request ({row['fewer_bytes']:.2f}x fewer)"
-            )
-
-
-@bench_app.command("serve")
-def bench_serve(
-    spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data, training and defenses.")],
-    cut_name: Annotated[str, typer.Option("--cut", help="Cut point of the deployment.")],
-    defense: Annotated[str | None, typer.Option(help="Label of one of the spec's defenses (default: none).")] = None,
-    concurrency: Annotated[list[int] | None, typer.Option(help="Concurrent clients (repeatable).")] = None,
-    requests: Annotated[int, typer.Option(help="Requests per codec and concurrency.")] = 2000,
-    soak: Annotated[int, typer.Option(help="Requests of the soak run.")] = 10_000,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Write the figures as JSON (as RUN_DIR/serving-CUT.json, the report shows them)."),
-    ] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
-) -> None:
-    """Serve a cut over loopback: latency, throughput and bytes per codec and concurrency, batching, soak."""
-    import dataclasses
-    import tempfile
-
-    import torch
-
-    from splitveil.bench.serving import ServeBenchSettings, benchmark_serving, serving_markdown
-    from splitveil.config import load_spec
-    from splitveil.serve.deployment import deployment_from_spec
-
-    torch.set_num_threads(1)  # the servers run with one thread too: baselines and servers alike
-    settings = ServeBenchSettings(requests=requests, soak_requests=soak)
-    if concurrency:
-        settings = dataclasses.replace(settings, concurrency=tuple(concurrency))
-    with tempfile.TemporaryDirectory(prefix="splitveil-bundle-") as bundle:
-        deployment = deployment_from_spec(load_spec(spec), cut_name, defense=defense, cache=_cache(cache_dir))
-        deployment.export(bundle)
-        images = deployment.trained.data.test.take(settings.round_trips).images
-        result = benchmark_serving(bundle, images, unsplit=deployment.trained.model, settings=settings)
-    result.bundle = f"{spec} at {cut_name}" + (f", {defense}" if defense else "")
-    typer.echo(serving_markdown(result))
-    if out is not None:
-        out.write_text(json.dumps(result.to_dict(), indent=2))
-
-
-@bench_app.command("scaling")
-def bench_scaling(
-    spec: Annotated[Path, typer.Argument(help="YAML bench spec (e.g. configs/quick.yaml).")],
-    runs: Annotated[
-        list[str], typer.Option("--run", help="WORKERS or WORKERS:THREADS per worker, e.g. 1:1, 2:1, 1:2 (repeatable).")
-    ],
-) -> None:
-    """Wall time of the whole spec, from a cold cache, with each number of local workers, side by side."""
-    from splitveil.bench.scaling import time_workers
-    from splitveil.config import load_spec
-
-    configurations = []
-    for run in runs:
-        count, _, threads = run.partition(":")
-        if not count.isdigit() or (threads and not threads.isdigit()):
-            raise typer.BadParameter(f"--run takes WORKERS or WORKERS:THREADS, got {run!r}")
-        configurations.append((int(count), int(threads) if threads else None))
-    points = time_workers(load_spec(spec), configurations)
-    table = Table("workers", "threads each", "wall time s", "rows", "time / first")
-    for point in points:
-        ratio = f"{point.seconds / points[0].seconds:.2f}"
-        table.add_row(str(point.workers), str(point.threads), f"{point.seconds:.1f}", str(point.rows), ratio)
-    _console().print(table)
-
-
-@bench_app.command("rmle-batching")
-def bench_rmle_batching(
-    spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],
-    cuts: Annotated[list[str], typer.Option("--cut", help="Cut(s) to time (repeatable).")],
-    images: Annotated[int, typer.Option(help="Number of test images inverted.")] = 16,
-    steps: Annotated[int | None, typer.Option(help="rMLE steps (default: the depth preset).")] = None,
-    repeats: Annotated[int, typer.Option(help="Alternating repeats; the best of each side is kept.")] = 1,
-    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
-) -> None:
-    """Time rMLE on IMAGES targets batched and one image at a time, side by side."""
-    from splitveil.bench.timing import time_rmle_batching
-    from splitveil.config import load_spec
-    from splitveil.experiment import train_or_load
-    from splitveil.split import cut
-
-    trained = train_or_load(load_spec(spec), cache=_cache(cache_dir), progress=False)
-    targets = trained.data.test.take(images).images
-    table = Table("cut", "images", "steps", "batched s/image", "one-at-a-time s/image", "speed-up")
-    for cut_name in cuts:
-        timing = time_rmle_batching(cut(trained.model, at=cut_name).eval(), targets, steps=steps, repeats=repeats)
-        table.add_row(
-            cut_name,
-            str(timing.images),
-            str(timing.steps),
-            f"{timing.batched_per_image:.3f}",
-            f"{timing.looped_per_image:.3f}",
-            f"{timing.speedup:.1f}x",
-        )
-    _console().print(table)
-
-
 @app.command()
 def plan(
     spec: Annotated[Path, typer.Argument(help="YAML plan spec (e.g. configs/plan-fashion.yaml).")],
-    out: Annotated[Path, typer.Option(help="Directory for plan.json, candidates.jsonl and the resolved spec.")],
+    out: Annotated[
+        Path, typer.Option(file_okay=False, help="Directory for plan.json, candidates.jsonl and the resolved spec.")
+    ],
     max_edge_flops: Annotated[int | None, typer.Option(help="Edge FLOPs per sample at most.")] = None,
     max_edge_params: Annotated[int | None, typer.Option(help="Parameters on the device at most.")] = None,
     max_storage_bytes: Annotated[int | None, typer.Option(help="Bytes of device weights (float32) at most.")] = None,
@@ -371,16 +177,16 @@ def plan(
         "constraints.max_ssim": max_ssim,
     }
     resolved = load_plan_spec(spec, overrides)
-    console = _console()
+    terminal = console()
     measured = measured_candidates(resolved, out)
     if measured:
-        console.print(f"reusing {len(measured)} candidates measured by the plan in {out} (same spec but the limits)")
+        terminal.print(f"reusing {len(measured)} candidates measured by the plan in {out} (same spec but the limits)")
     result = run_plan(
         resolved,
-        cache=_cache(cache_dir),
+        cache=checkpoint_cache(cache_dir),
         progress=progress,
         measured=measured,
-        on_candidate=lambda c: console.print(
+        on_candidate=lambda c: terminal.print(
             f"{c.layer} x{c.channels} ({c.selection}): accuracy {cell(c.accuracy)}, SSIM {cell(c.ssim)}, "
             f"edge FLOPs {c.edge_flops:,}{'' if c.within_budget else ' (over budget)'}"
         ),
@@ -388,7 +194,7 @@ def plan(
     table = Table(*CANDIDATE_COLUMNS, title="PrivyNet candidates")
     for candidate in result.candidates:
         table.add_row(*(cell(getattr(candidate, column)) for column in CANDIDATE_COLUMNS))
-    console.print(table)
+    terminal.print(table)
     path = write_plan(result, resolved, out)
     if result.chosen is None:
         typer.echo(f"no topology satisfies every constraint ({'; '.join(result.notes)}); candidates: {path}")
@@ -400,12 +206,6 @@ def plan(
         f"SSIM {verified.get('ssim', 0):.3f}, constraints met: "
         f"{bool(verified.get('within_budget')) and bool(verified.get('meets_privacy'))}; plan: {path}"
     )
-
-
-def _cache(cache_dir: Path | None):
-    from splitveil.checkpoint import CheckpointCache
-
-    return CheckpointCache.default(cache_dir)
 
 
 def _cost_table(cuts: list[dict[str, object]]) -> Table:
@@ -424,19 +224,51 @@ def _cost_table(cuts: list[dict[str, object]]) -> Table:
     return table
 
 
+app.add_typer(bench_commands.bench_app, name="bench")
 app.command()(audit_commands.attack)
 app.command()(serve_commands.export)
 app.command()(serve_commands.serve)
 app.command()(serve_commands.infer)
 
 
-def main() -> None:
-    """Entry point: user errors become one red line on stderr and exit code 2, not a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every refusal is one red ``error:`` line on stderr and exit code 2, never a traceback.
+
+    Click's usage errors (a bad option value, a missing argument) are printed the same way, in place
+    of its usage header and boxed message, so that people and scripts read one shape of refusal.
+    """
+    code = 0
     try:
-        app()
+        code = app(args=argv, prog_name="splitveil", standalone_mode=False)
+    except _click_class("UsageError") as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(2)  # typer printed the help as it raised this; nothing was refused
+        ctx = getattr(exc, "ctx", None)
+        _refuse(exc.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""))
+    except _click_class("ClickException") as exc:
+        _refuse(exc.format_message(), exc.exit_code)
+    except typer.Abort:
+        _refuse("aborted", 1)
     except SplitveilError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _refuse(str(exc))
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: a bug to see in full
+            raise
+        _refuse(f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_class(name: str) -> type[Exception]:
+    """Click's exception class ``name`` as typer raises it: recent typer releases carry their own copy
+    of click, so ``import click`` may name other classes. ``typer.BadParameter`` derives from both."""
+    return next(base for base in typer.BadParameter.__mro__ if base.__name__ == name)
+
+
+def _refuse(message: str, code: int = 2) -> None:
+    # One line whatever the message holds: newlines are folded, and brackets are text, not rich markup.
+    line = escape(" ".join(message.split()))
+    Console(stderr=True).print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

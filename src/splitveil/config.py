@@ -1,7 +1,10 @@
 """Experiment specs: YAML in, validated by pydantic, resolved YAML written next to every output.
 
 Every model forbids unknown keys, so a typo such as ``epoch: 3`` is an error that names the key and
-lists the allowed ones instead of being silently ignored.
+lists the allowed ones instead of being silently ignored. Components' ``options`` are checked when
+the spec loads too (names and types, against each model's, attack's and defense's declared
+options), so no mistake waits until a sweep has trained for minutes. docs/specs.md lists every key
+and its default.
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ class ModelSpec(_Strict):
         MODELS.get(name)
         return name
 
+    @model_validator(mode="after")
+    def _options_known(self) -> ModelSpec:
+        from splitveil.models.registry import check_model_options
+
+        check_model_options(self.name, self.options)
+        return self
+
 
 class TrainConfig(_Strict):
     """Optimisation settings of the one training loop."""
@@ -97,6 +107,13 @@ class AttackSpec(_Strict):
         ATTACKS.get(name)
         return name
 
+    @model_validator(mode="after")
+    def _options_known(self) -> AttackSpec:
+        from splitveil.attacks.registry import check_attack_options
+
+        check_attack_options(self.name, self.options)
+        return self
+
 
 class DefenseSpec(_Strict):
     """One defense of the sweep: every strength is a cell at every cut, against every attack.
@@ -132,10 +149,16 @@ class DefenseSpec(_Strict):
 
     @model_validator(mode="after")
     def _options_build(self) -> DefenseSpec:
-        from splitveil.defenses import create_defense
+        from splitveil.defenses import DEFENSES, create_defense
+        from splitveil.registry import check_factory_options
 
+        reserved = {"strength": "list the strengths under `strengths`"}
+        check_factory_options(f"defense {self.name!r}", DEFENSES.get(self.name), self.options, reserved=reserved)
         for strength in self.strengths:  # every option and strength is checked before anything runs
-            create_defense(self.name, strength=strength, **self.options)
+            try:
+                create_defense(self.name, strength=strength, **self.options)
+            except TypeError as exc:  # a value the annotations let through but the defense cannot use
+                raise ConfigError(f"defense {self.name!r}: {exc}") from None
         return self
 
     @property
@@ -151,6 +174,15 @@ class MineSpec(_Strict):
     steps: int = Field(default=1000, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _options_known(self) -> MineSpec:
+        from splitveil.metrics.mine import estimate_mi
+        from splitveil.registry import check_factory_options
+
+        reserved = {"steps": "use audit.mine.steps", "seed": "the run passes the spec's top-level `seed`"}
+        check_factory_options("MINE", estimate_mi, self.options, reserved=reserved)
+        return self
+
 
 class EvaluatorSpec(_Strict):
     """The independent classifier that scores reconstructions (privacy accuracy)."""
@@ -158,6 +190,14 @@ class EvaluatorSpec(_Strict):
     enabled: bool = True
     model: str = "lenet"
     epochs: int = Field(default=10, ge=1)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from splitveil.models import MODELS
+
+        MODELS.get(name)
+        return name
 
 
 class OutputAuditSpec(_Strict):
@@ -238,20 +278,51 @@ def parse_spec(raw: Any, *, source: str = "spec") -> ExperimentSpec:
         raise ConfigError(f"{source}: {describe_validation_error(exc, ExperimentSpec)}") from None
 
 
+def parse_attack(name: str, options: dict[str, Any], *, source: str) -> AttackSpec:
+    """Validate one attack and its options (as the CLI's ``--attack`` and ``--set`` give them)."""
+    try:
+        return AttackSpec(name=name, options=options)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, AttackSpec)}") from None
+
+
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
     """Read a YAML spec, apply dotted ``overrides`` (``{"train.epochs": 3}``), validate it."""
+    return parse_spec(apply_overrides(read_spec_file(path), overrides or {}), source=str(path))
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML spec file holds. A missing, unreadable, binary, malformed, empty or
+    non-mapping file is a one-line ConfigError naming the file and the fix.
+
+    An empty file is refused rather than read as "all defaults": that would silently start a
+    sweep of every cut of the default model, which is never what an empty file meant.
+    """
     path = Path(path)
+    example = "pass the path of a YAML spec such as configs/quick.yaml"
+    if path.is_dir():
+        raise ConfigError(f"spec file {str(path)!r} is a directory; {example}")
     if not path.is_file():
-        raise ConfigError(
-            f"spec file {str(path)!r} does not exist; pass the path of a YAML spec such as configs/quick.yaml"
-        )
+        raise ConfigError(f"spec file {str(path)!r} does not exist; {example}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
-    if raw is not None and not isinstance(raw, dict):
-        return parse_spec(raw, source=str(path))  # raises: a spec must be a mapping
-    return parse_spec(apply_overrides(raw or {}, overrides or {}), source=str(path))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not UTF-8); {example}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read spec file {path} ({exc.strerror}); check its permissions") from None
+    try:
+        raw = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: a date such as 2024-13-45
+        problem = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+        raise ConfigError(f"{path}: not valid YAML ({problem})") from None
+    if raw is None or raw == {}:
+        raise ConfigError(
+            f"{path} is empty; a spec names at least its model, data or attacks "
+            "(see configs/quick.yaml; docs/specs.md lists every key and its default)"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(raw).__name__}")
+    return raw
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +360,9 @@ def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> st
             problems.append(f"unknown key {location!r} (allowed: {allowed})")
         else:
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{location or 'spec'}: {message} (got {error['input']!r})")
+            # A whole section (a check across its keys) is not repeated: the message names what is wrong.
+            got = "" if isinstance(error["input"], dict) else f" (got {error['input']!r})"
+            problems.append(f"{location}: {message}{got}" if location else f"{message}{got}")
     return "; ".join(problems)
 
 

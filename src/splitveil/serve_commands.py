@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -28,6 +28,7 @@ def export(
     from splitveil.config import load_spec
     from splitveil.serve.deployment import deployment_from_spec
 
+    check_directory_can_be_made(out, "--out")  # before training, which can take minutes
     cache = CheckpointCache.default(cache_dir)
     deployment = deployment_from_spec(
         load_spec(spec), cut_name, defense=defense, strength=strength, cache=cache, progress=progress
@@ -38,31 +39,82 @@ def export(
 
 
 def serve(
-    checkpoint: Annotated[Path, typer.Option(help="Bundle directory (or its cloud/ half).")],
+    checkpoint: Annotated[Path, typer.Option(exists=True, help="Bundle directory (or its cloud/ half).")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    # Port 0 (any free port) is refused too: the printed URL would not say which port clients must use.
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on (1-65535).")] = 8000,
     tokens_file: Annotated[
-        Path | None, typer.Option(help="Bearer tokens, one per line (default: $SPLITVEIL_TOKENS).")
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            callback=lambda path: check_text_file(path, "token file"),
+            help="Bearer tokens, one per line (default: $SPLITVEIL_TOKENS).",
+        ),
     ] = None,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without a token (loopback experiments).")
     ] = False,
-    cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM); with --key, serve HTTPS.")] = None,
-    key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
-    max_batch: Annotated[int, typer.Option(help="Samples per forward pass; 1 disables batching.")] = 64,
-    max_wait_ms: Annotated[float, typer.Option(help="Hold a batch open this long for more requests.")] = 0.0,
-    max_request_samples: Annotated[int, typer.Option(help="Samples one request may carry.")] = 64,
+    cert: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, callback=check_pem_file, help="TLS certificate (PEM); serve HTTPS."),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, callback=check_pem_file, help="TLS private key of --cert (PEM)."),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Samples per forward pass; 1 disables batching.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="Hold a batch open this long for more requests.")] = 0.0,
+    max_request_samples: Annotated[int, typer.Option(min=1, help="Samples one request may carry.")] = 64,
     capture: Annotated[Path | None, typer.Option(help="Record every received feature to this capture file.")] = None,
-    threads: Annotated[int, typer.Option(help="Torch intra-op threads.")] = 1,
-    drain_timeout: Annotated[float, typer.Option(help="Seconds to let requests finish on shutdown.")] = 30.0,
+    capture_errors: Annotated[
+        Literal["fail", "skip"],
+        typer.Option(
+            help="When a capture write fails: 'fail' answers 507 and turns not ready; 'skip' serves uncaptured."
+        ),
+    ] = "fail",
+    capture_max_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Continue in FILE's next numbered file (cap.1.svcap, ...) before one grows past this."
+        ),
+    ] = None,
+    capture_max_files: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="With --capture-max-bytes: at most this many files; then capture fails (--capture-errors)."
+        ),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="Torch intra-op threads.")] = 1,
+    drain_timeout: Annotated[float, typer.Option(min=0, help="Seconds to let requests finish on shutdown.")] = 30.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(min=1, help="Open connections held at once; more are answered 503 (default: the fd limit)."),
+    ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request's headers may take to arrive; then 408.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request's body may take after its headers; then 408.")
+    ] = 30.0,
 ) -> None:
     """Serve the cloud half of a bundle over HTTP(S) until SIGTERM, then drain and exit."""
     from splitveil.serve.auth import load_tokens
+    from splitveil.serve.bundle import load_half
+    from splitveil.serve.connections import ConnectionLimits
     from splitveil.serve.run import serve as run_server
     from splitveil.serve.server import ServerSettings
 
     if no_auth and tokens_file is not None:
         raise ConfigError("--no-auth and --tokens-file contradict each other; choose one")
+    if (cert is None) != (key is None):
+        raise ConfigError("HTTPS needs both --cert CERT.pem and --key KEY.pem (or neither, for plain HTTP)")
+    if cert is not None:
+        check_tls_pair(cert, key)
+    if capture is None and (capture_max_bytes is not None or capture_max_files is not None):
+        raise ConfigError("--capture-max-bytes and --capture-max-files limit a capture; give --capture FILE too")
+    if capture_max_files is not None and capture_max_bytes is None:
+        raise ConfigError("--capture-max-files counts files rotated at --capture-max-bytes; give that too")
     tokens = None if no_auth else load_tokens(tokens_file)
     settings = ServerSettings(
         max_batch=max_batch,
@@ -70,7 +122,13 @@ def serve(
         max_request_samples=max_request_samples,
         tokens=tokens,
         capture=capture,
+        capture_errors=capture_errors,
+        capture_max_bytes=capture_max_bytes,
+        capture_max_files=capture_max_files,
     )
+    # The bundle is checked before the address is announced, so that a refused bundle is the only line
+    # printed. The server loads it again: a zoo model's cloud half loads in milliseconds.
+    load_half(checkpoint, "cloud")
     typer.echo(f"serving {checkpoint} on {'https' if cert else 'http'}://{host}:{port}", err=True)
     run_server(
         checkpoint,
@@ -81,39 +139,169 @@ def serve(
         keyfile=key,
         threads=threads,
         drain_timeout=drain_timeout,
+        limits=ConnectionLimits(max_connections, header_timeout, body_timeout),
     )
 
 
 def infer(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG) or .npy arrays.")],
-    checkpoint: Annotated[Path, typer.Option(help="Bundle directory (or its edge/ half).")],
+    checkpoint: Annotated[Path, typer.Option(exists=True, help="Bundle directory (or its edge/ half).")],
     url: Annotated[str, typer.Option(help="The cloud server, e.g. https://cloud:8443.")],
     token_file: Annotated[
-        Path | None, typer.Option(help="File holding the bearer token (default: $SPLITVEIL_TOKEN).")
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            callback=lambda path: check_text_file(path, "token file"),
+            help="File holding the bearer token (default: $SPLITVEIL_TOKEN).",
+        ),
     ] = None,
     codec: Annotated[str, typer.Option(help="Feature encoding: float32, float16 or int8.")] = "float32",
     zstd: Annotated[bool, typer.Option("--zstd", help="Compress the feature with zstd.")] = False,
     ca_cert: Annotated[
-        Path | None, typer.Option(help="CA certificate to trust for HTTPS (e.g. a self-signed one).")
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            callback=check_pem_file,
+            help="CA certificate (PEM) to trust for HTTPS (e.g. a self-signed one).",
+        ),
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 10.0,
+    timeout: Annotated[float, typer.Option(callback=check_positive_seconds, help="Seconds per request (> 0).")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Classify images: the edge half runs here, the cloud half on the server."""
     from splitveil.serve import CODECS, load_half
     from splitveil.serve.client import EdgeClient
-    from splitveil.serve.images import load_images
 
     if codec not in CODECS:
         raise typer.BadParameter(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
     token = token_file.read_text().strip() if token_file else os.environ.get(TOKEN_ENV)
+    if token_file is not None and not token:
+        raise ConfigError(f"token file {token_file} is empty; write the bearer token the server accepts into it")
+    if ca_cert is not None:
+        check_ca_certificate(ca_cert)
     edge = load_half(checkpoint, "edge")
-    batch, names = load_images(images, tuple(edge.metadata["input_shape"]))
+    batch, names = read_images(images, tuple(edge.metadata["input_shape"]))
     options = {"token": token, "codec": codec, "compress": zstd, "timeout": timeout, "verify": ca_cert or True}
-    with EdgeClient(edge.module, url, **options) as client:  # type: ignore[arg-type]
+    with EdgeClient(edge.module, url, num_classes=edge.metadata["num_classes"], **options) as client:  # type: ignore[arg-type]
         labels = []
         for start in range(0, len(batch), 64):
             labels.extend(client.predict(batch[start : start + 64]).tolist())
     for name, label in zip(names, labels, strict=True):
         cls = edge.class_names[label]
         typer.echo(json.dumps({"image": name, "label": label, "class": cls}) if as_json else f"{name}: {cls} ({label})")
+
+
+# Checks of the files and values these commands are given: each refuses with one line that names the
+# option, the file and the fix, before anything is loaded, trained or served.
+
+#: Tokens and certificates are a few kilobytes; a bigger file is the wrong file (and is not read whole).
+SMALL_FILE_BYTES = 1 << 20
+
+
+def check_text_file(path: Path | None, what: str) -> Path | None:
+    """Option callback: ``path`` must be a small UTF-8 text file (a token file, not a binary one)."""
+    if path is not None and not _is_text(_read_small_file(path, what)):
+        raise typer.BadParameter(f"{path} is not a text file; a {what} holds one token per line")
+    return path
+
+
+def check_pem_file(path: Path | None) -> Path | None:
+    """Option callback: ``path`` must look like PEM; whether it holds a usable certificate or key is
+    checked with the ssl module once all options are known."""
+    if path is not None and b"-----BEGIN " not in _read_small_file(path, "PEM file"):
+        raise typer.BadParameter(
+            f"{path} is not a PEM file (no '-----BEGIN' line); convert it, e.g. "
+            "`openssl x509 -inform der -in cert.der -out cert.pem`"
+        )
+    return path
+
+
+def _read_small_file(path: Path, what: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(SMALL_FILE_BYTES + 1)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {what} {path} ({exc.strerror}); check its permissions") from None
+    if len(data) > SMALL_FILE_BYTES:
+        raise typer.BadParameter(f"{path} is larger than {SMALL_FILE_BYTES >> 20} MiB; it cannot be a {what}")
+    return data
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        return "\0" not in data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+
+
+def check_positive_seconds(seconds: float) -> float:
+    """Option callback: a timeout must be a finite number of seconds above zero."""
+    if not 0 < seconds < float("inf"):
+        raise typer.BadParameter(f"a timeout is a number of seconds above 0, got {seconds}")
+    return seconds
+
+
+def check_tls_pair(cert: Path, key: Path) -> None:
+    """``cert`` and ``key`` load as a certificate and its private key (not encrypted: nobody could type
+    its password into a server)."""
+    import ssl
+
+    def encrypted() -> str:
+        raise ConfigError(f"the private key of {cert} is encrypted; decrypt it (`openssl pkey -in KEY -out KEY`)")
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=encrypted)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"--cert {cert} and --key {key} do not load as a certificate and its private key ({exc.reason or exc}); "
+            "give the PEM certificate and the PEM key it was issued for"
+        ) from None
+
+
+def check_ca_certificate(ca_cert: Path) -> None:
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(ca_cert))
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"--ca-cert {ca_cert} holds no usable certificate ({exc.reason or exc}); give the server's CA certificate in PEM"
+        ) from None
+
+
+def check_directory_can_be_made(directory: Path, option: str) -> None:
+    """``directory`` is a directory or can be made: neither it nor a parent is an existing file."""
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{option} {directory} is an existing file, not a directory; give a new directory")
+    parent = next((p for p in directory.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"{option} {directory} lies under {parent}, which is a file; give a directory path")
+
+
+def read_images(paths: list[Path], input_shape: tuple[int, int, int]):
+    """``load_images`` one file at a time, so that an unreadable file is refused by name, and an
+    empty batch is refused instead of classifying nothing."""
+    import torch
+
+    from splitveil.errors import SplitveilError
+    from splitveil.serve.images import load_images
+
+    batches, names = [], []
+    for path in paths:
+        try:
+            batch, batch_names = load_images([path], input_shape)
+        except SplitveilError:
+            raise
+        except (ValueError, TypeError, RuntimeError, OSError, EOFError, MemoryError) as exc:
+            # numpy and imageio raise all of these for truncated, pickled or lying files.
+            problem = " ".join(str(exc).split())
+            raise ConfigError(
+                f"cannot read {path} ({problem}); give PNG/JPEG images or a .npy array of numbers written by numpy.save"
+            ) from None
+        batches.append(batch)
+        names += batch_names
+    if not names:
+        raise ConfigError(f"{', '.join(map(str, paths))} hold no images; give at least one image to classify")
+    return torch.cat(batches), names

@@ -84,6 +84,60 @@ def test_compressed_body_cannot_inflate_past_its_shape():
         decode(body)
 
 
+def _zstd_body(payload: bytes, elements: int = 4) -> bytes:
+    """A float32 body of shape (elements,) whose payload is ``payload``, flagged as zstd."""
+    return SVT + b"\x00\x01\x01" + struct.pack("<I", elements) + payload
+
+
+def test_a_frame_declaring_more_than_the_shape_is_refused_unread():
+    import zstandard
+
+    # zstd decompresses a frame that declares its size into a buffer of that size (whatever cap is
+    # asked for), so the declaration is refused from the frame header, before anything is allocated.
+    frame = zstandard.ZstdCompressor().compress(b"\x00" * 10_000_000)
+    with pytest.raises(WireFormatError, match="declares 10000000 bytes but the header's shape needs 16"):
+        decode(_zstd_body(frame))
+
+
+def test_an_undeclared_frame_cannot_inflate_past_its_shape():
+    import zstandard
+
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(b"\x00" * 10_000_000)
+    with pytest.raises(WireFormatError, match="into the 16 bytes"):
+        decode(_zstd_body(frame))
+    exact = zstandard.ZstdCompressor(write_content_size=False).compress(b"\x00" * 16)
+    assert torch.equal(decode(_zstd_body(exact)), torch.zeros(4))
+
+
+@pytest.mark.parametrize("declare_size", [True, False])
+def test_bytes_after_the_zstd_frame_are_refused_like_a_raw_bodys(declare_size):
+    import zstandard
+
+    frame = zstandard.ZstdCompressor(write_content_size=declare_size).compress(b"\x00" * 16)
+    with pytest.raises(WireFormatError, match="3 bytes after its frame"):
+        decode(_zstd_body(frame + b"abc"))
+    raw = SVT + b"\x00\x00\x01" + struct.pack("<I", 4) + b"\x00" * 16
+    with pytest.raises(WireFormatError, match="needs 16"):
+        decode(raw + b"abc")
+
+
+def test_a_multi_frame_zstd_payload_is_refused_with_a_message_that_says_so():
+    import zstandard
+
+    frame = zstandard.ZstdCompressor().compress(b"\x00" * 8)
+    with pytest.raises(WireFormatError, match="more than one frame"):
+        decode(_zstd_body(frame + frame))
+    skippable = b"\x50\x2a\x4d\x18" + struct.pack("<I", 2) + b"hi"
+    whole = zstandard.ZstdCompressor().compress(b"\x00" * 16)
+    with pytest.raises(WireFormatError, match="more than one frame"):
+        decode(_zstd_body(whole + skippable))
+
+
+def test_a_compressed_payload_that_is_not_zstd_is_named():
+    with pytest.raises(WireFormatError, match="does not start with a zstd frame"):
+        decode(_zstd_body(b"not zstd at all"))
+
+
 def test_non_finite_values_are_refused_both_ways():
     with pytest.raises(WireFormatError, match="NaN"):
         encode(torch.tensor([1.0, float("nan")]))

@@ -4,35 +4,37 @@ Every registered attack is a class whose ``__init__(self, view, *, seed, progres
 only keyword options; those keyword names are the attack's valid options, so a typo in a spec is
 reported with the list of what the attack accepts (Python's own TypeError would name only the typo).
 A subclass that adds options and passes the rest on as ``**options`` accepts its parents' too.
+Specs check their attacks' options (names and annotated types) when they load, with
+:func:`check_attack_options`: a typo then fails in a second, not after a sweep's training.
 """
 
 from __future__ import annotations
 
 import difflib
-import inspect
 from typing import Any
 
 from splitveil.attacks.base import Attack, AttackerView
 from splitveil.errors import ConfigError
-from splitveil.registry import Registry
+from splitveil.registry import Registry, check_factory_options, factory_options
 
 ATTACKS: Registry[Attack] = Registry("attack")
+
+#: Options the audit passes to every attack itself, so a spec's ``options`` cannot set them.
+RUN_OPTIONS = {
+    "seed": "the run passes the spec's top-level `seed`",
+    "progress": "the run passes it (--progress / --no-progress)",
+}
 
 
 def attack_options(name: str) -> list[str]:
     """The keyword options the attack registered as ``name`` accepts (``seed`` and ``progress`` included)."""
-    return _keyword_options(ATTACKS.get(name))
+    return list(factory_options(ATTACKS.get(name)))
 
 
-def _keyword_options(factory: Any) -> list[str]:
-    parameters = inspect.signature(factory).parameters.values()
-    names = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    if isinstance(factory, type) and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        # **options are handed to the parent's __init__: the first ancestor that defines one.
-        parent = next((base for base in factory.__mro__[1:] if "__init__" in vars(base)), None)
-        if parent is not None and parent is not object:
-            names += [name for name in _keyword_options(parent) if name not in names]
-    return names
+def check_attack_options(name: str, options: dict[str, Any]) -> None:
+    """Raise ConfigError unless a spec's ``options`` suit attack ``name``: known names, values of the
+    declared types, none of the :data:`RUN_OPTIONS`. Specs call it when they load, before any training."""
+    check_factory_options(f"attack {name!r}", ATTACKS.get(name), options, reserved=RUN_OPTIONS)
 
 
 def create_attack(name: str, view: AttackerView, **options: Any) -> Attack:

@@ -77,13 +77,24 @@ class CifarResNet(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
+# The depth is the model's name, so it is no option: these signatures list what a spec may set.
 @MODELS.register("resnet8")
-def resnet8(**options: object) -> CifarResNet:
+def resnet8(
+    *,
+    input_shape: tuple[int, int, int] = (3, 32, 32),
+    num_classes: int = 10,
+    widths: tuple[int, int, int] = (16, 32, 64),
+) -> CifarResNet:
     """ResNet-8: one basic block per stage."""
-    return CifarResNet(blocks_per_stage=1, **options)  # type: ignore[arg-type]
+    return CifarResNet(input_shape=input_shape, num_classes=num_classes, blocks_per_stage=1, widths=widths)
 
 
 @MODELS.register("resnet20")
-def resnet20(**options: object) -> CifarResNet:
+def resnet20(
+    *,
+    input_shape: tuple[int, int, int] = (3, 32, 32),
+    num_classes: int = 10,
+    widths: tuple[int, int, int] = (16, 32, 64),
+) -> CifarResNet:
     """ResNet-20: three basic blocks per stage."""
-    return CifarResNet(blocks_per_stage=3, **options)  # type: ignore[arg-type]
+    return CifarResNet(input_shape=input_shape, num_classes=num_classes, blocks_per_stage=3, widths=widths)

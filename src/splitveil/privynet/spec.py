@@ -16,6 +16,7 @@ from splitveil.config import (
     _Strict,
     apply_overrides,
     describe_validation_error,
+    read_spec_file,
 )
 from splitveil.errors import ConfigError
 
@@ -78,14 +79,7 @@ class PlanSpec(_Strict):
 def load_plan_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> PlanSpec:
     """Read and validate a plan spec; dotted ``overrides`` (``{"constraints.max_ssim": 0.5}``) win."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"plan spec {str(path)!r} does not exist; see configs/plan-fashion.yaml for an example")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(raw).__name__}")
+    raw = read_spec_file(path)  # missing, binary, malformed, empty or not a mapping: one line each
     try:
         return PlanSpec.model_validate(apply_overrides(raw, overrides or {}))
     except ValidationError as exc:

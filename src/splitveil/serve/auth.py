@@ -33,9 +33,11 @@ def load_tokens(path: str | Path | None = None, *, env: str = TOKENS_ENV) -> fro
 
 def token_accepted(header: str | None, tokens: frozenset[str]) -> bool:
     """Whether an ``Authorization`` header carries one of ``tokens`` (compared in constant time)."""
-    if not header or not header.startswith("Bearer "):
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    # RFC 9110 (11.1): the scheme is case-insensitive, so "bearer" and "BEARER" name it too.
+    if scheme.lower() != "bearer":
         return False
-    offered = header[len("Bearer ") :].strip().encode()
+    offered = credentials.strip().encode()
     # Compare against every token, so the time taken does not tell which one nearly matched.
     matches = [hmac.compare_digest(offered, token.encode()) for token in tokens]
     return any(matches)

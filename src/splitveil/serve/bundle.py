@@ -5,11 +5,20 @@ checkpoint of safetensors weights plus JSON metadata. Each half's metadata holds
 rebuild its architecture — the spec's model, the cut, the defense and its structural record — so a
 half is loaded without the other half's weights. Client secrets (a salt key, see
 :attr:`Defense.client_options`) are written to the edge half only: the cloud's files never see them.
+
+``load_half`` trusts neither file of a half (a server loads what an operator was handed): the
+metadata is read with a size cap and checked field by field, the architecture is built under a
+:class:`~splitveil.serve.tensor_budget.TensorBudget` (so options asking for terabytes are refused
+before they are allocated), ``feature_shape`` must be what the edge really outputs, the weights
+must match the built module's names, dtypes and shapes and be finite, and a dry forward pass of one
+sample must give the declared shape. Only then is a half returned, and a server ready.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from splitveil.checkpoint import environment_versions, load_weights, read_metadata, save_checkpoint
+from splitveil.checkpoint import METADATA_FILE, environment_versions, save_checkpoint
 from splitveil.config import DefenseSpec, ExperimentSpec
 from splitveil.defenses import create_defense
 from splitveil.defenses.base import Defense
@@ -25,6 +34,9 @@ from splitveil.deploy import DeployedSplit
 from splitveil.errors import CheckpointError
 from splitveil.experiment import TrainedModel
 from splitveil.models import create_model
+from splitveil.serve.bundle_metadata import check_bundle_metadata, read_bundle_metadata
+from splitveil.serve.bundle_weights import load_bundle_weights
+from splitveil.serve.tensor_budget import BudgetExceeded, TensorBudget
 from splitveil.split import SplitModel, cut
 
 Half = Literal["edge", "cloud"]
@@ -33,6 +45,10 @@ Half = Literal["edge", "cloud"]
 BUNDLE_FORMAT = 2
 #: Defaults that changed since format 1: a format-1 bundle that left them out was built with these.
 _FORMAT_1_DEFAULTS: dict[str, dict[str, Any]] = {"salted": {"scheme": "permutation"}}
+#: The most bytes of tensors that building a half may create: the whole split with placeholder
+#: weights, then one sample through it. The zoo's largest split needs a few megabytes.
+MAX_BUILD_BYTES = 4 << 30
+_FIX = "export the bundle again with `splitveil export`"
 
 
 @dataclass
@@ -91,38 +107,96 @@ def load_half(path: str | Path, half: Half) -> LoadedHalf:
     """The ``half`` of the bundle at ``path`` (the bundle directory or the half's own directory)."""
     path = Path(path)
     directory = path / half if (path / half).is_dir() else path
-    metadata = read_metadata(directory)
+    metadata = read_bundle_metadata(directory)
     if metadata.get("bundle_format") not in (1, BUNDLE_FORMAT) or metadata.get("half") not in ("edge", "cloud"):
         raise CheckpointError(f"{directory} is not a splitveil deployment bundle; create one with `splitveil export`")
     if metadata["half"] != half:
         raise CheckpointError(f"{directory} holds the {metadata['half']} half, but the {half} half is needed")
-    split = _skeleton(metadata)
+    meta_path = directory / METADATA_FILE
+    check_bundle_metadata(metadata, meta_path)
+    with TensorBudget(max_bytes=MAX_BUILD_BYTES):
+        split = _skeleton(metadata, meta_path).eval()  # eval: batch norm and dropout as served
+        # The edge's real output, not the file's word: the server sizes its body limit by it.
+        with _blaming(meta_path, "input_shape"):
+            produced = _run(split.edge, (1, *metadata["input_shape"]))
+    if list(produced.shape[1:]) != metadata["feature_shape"]:
+        raise CheckpointError(
+            f"bundle file {meta_path}: feature_shape {metadata['feature_shape']} is not what the edge of "
+            f"{metadata['spec']['model']['name']} cut at {metadata['cut']!r} outputs "
+            f"({list(produced.shape[1:])}); {_FIX}"
+        )
     module = split.edge if half == "edge" else split.cloud
-    load_weights(directory, module)
-    return LoadedHalf(module=module.eval(), metadata=metadata)
+    load_bundle_weights(directory, module)
+    _dry_run(module.eval(), half, metadata, meta_path)
+    return LoadedHalf(module=module, metadata=metadata)
 
 
-def _skeleton(metadata: dict[str, Any]) -> SplitModel:
+def _skeleton(metadata: dict[str, Any], meta_path: Path) -> SplitModel:
     """The deployed split's architecture with placeholder weights (each half's are loaded after)."""
     model_spec = metadata["spec"]["model"]
-    with torch.random.fork_rng(devices=[]):
+    with _blaming(meta_path, "spec.model"), torch.random.fork_rng(devices=[]):
         model = create_model(
             model_spec["name"],
             input_shape=tuple(metadata["input_shape"]),
             num_classes=metadata["num_classes"],
             **model_spec["options"],
         )
-    split = cut(model, at=metadata["cut"])
+    with _blaming(meta_path, "cut"):
+        split = cut(model, at=metadata["cut"])
     if metadata["defense"] is None:
         return split
-    defense_spec = DefenseSpec.model_validate(metadata["defense"])
-    options = defense_spec.options
-    if metadata["bundle_format"] == 1:
-        options = {**_FORMAT_1_DEFAULTS.get(defense_spec.name, {}), **options}
-    defense = create_defense(defense_spec.name, strength=metadata["strength"], **options)
-    split = defense.apply(split)
-    defense.restore(split, metadata["finalize"])
+    with _blaming(meta_path, "defense"):
+        defense_spec = DefenseSpec.model_validate(metadata["defense"])
+        options = defense_spec.options
+        if metadata["bundle_format"] == 1:
+            options = {**_FORMAT_1_DEFAULTS.get(defense_spec.name, {}), **options}
+        defense = create_defense(defense_spec.name, strength=metadata["strength"], **options)
+        split = defense.apply(split)
+    with _blaming(meta_path, "finalize"):
+        defense.restore(split, metadata["finalize"])
     return split
+
+
+def _dry_run(module: nn.Module, half: Half, metadata: dict[str, Any], meta_path: Path) -> None:
+    """One sample of the shape the half takes must come out finite, of the shape the other half takes."""
+    if half == "edge":
+        shapes = ("input_shape", metadata["input_shape"], "feature_shape", metadata["feature_shape"])
+    else:
+        shapes = ("feature_shape", metadata["feature_shape"], "num_classes", [metadata["num_classes"]])
+    given, given_shape, wanted, wanted_shape = shapes
+    with TensorBudget(max_bytes=MAX_BUILD_BYTES), _blaming(meta_path, given):
+        output = _run(module, (1, *given_shape))
+    if list(output.shape) != [1, *wanted_shape]:
+        raise CheckpointError(
+            f"bundle file {meta_path}: the {half} half turns one sample of {given} {given_shape} into "
+            f"{list(output.shape[1:])}, not {wanted} {wanted_shape}; {_FIX}"
+        )
+    if not torch.isfinite(output).all():
+        raise CheckpointError(f"bundle file {meta_path}: the {half} half's weights compute NaN or infinity; {_FIX}")
+
+
+def _run(module: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
+    """``module`` on ones of ``shape`` (zeros would leave every weight but the biases untried); the
+    caller's random streams untouched (defenses draw noise and salts)."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        output = module(torch.ones(shape))
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"the module returned a {type(output).__name__}, not a tensor")
+    return output
+
+
+@contextmanager
+def _blaming(meta_path: Path, field: str) -> Iterator[None]:
+    """Turn any failure to build or run what ``field`` of an untrusted file describes into one line that names it."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except BudgetExceeded as exc:
+        raise CheckpointError(f"bundle file {meta_path}: {field} asks for too large a model ({exc}); {_FIX}") from exc
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"bundle file {meta_path}: {field} does not build ({detail}); {_FIX}") from exc
 
 
 def _resolved(defense: dict[str, Any], instance: Defense) -> dict[str, Any]:

@@ -8,11 +8,13 @@ Layout (little-endian)::
     flags           u8        bit 0: the payload is zstd-compressed
     ndim            u8        1..MAX_NDIM
     shape           ndim x u32
-    payload         the elements (after zstd, if flagged)
+    payload         the elements (if flagged: one zstd frame of them, with nothing after it)
 
 The header stays uncompressed, so a server checks the shape against its model *before* it
 decompresses or allocates anything, and decompresses into exactly the size the shape implies (a
-compressed body cannot expand beyond it).
+compressed body cannot expand beyond it, and a frame that declares another size is refused unread).
+A payload of several zstd frames is refused rather than joined: the encoder writes one, and a
+reader that joined frames would have to bound their sum as well.
 
 The int8 codec quantises each channel of each sample to 256 levels between its own minimum and
 maximum: the payload is ``min`` and ``step`` as float16 for every (sample, channel), then one byte
@@ -33,12 +35,11 @@ Example:
 
 from __future__ import annotations
 
-import io
 import math
 import struct
 from dataclasses import dataclass
 from math import prod
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -55,6 +56,8 @@ MEDIA_TYPE = "application/x-splitveil-tensor"
 _PREFIX = struct.Struct("<3sBBBB")
 _CODEC_IDS: dict[Codec, int] = {"float32": 0, "float16": 1, "int8": 2}
 _ZSTD_FLAG = 1
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame starts with these four bytes
+_SKIPPABLE_MAGICS = frozenset(bytes([m, 0x2A, 0x4D, 0x18]) for m in range(0x50, 0x60))
 _FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 _SCALE_BYTES = 4  # int8: min and step as float16, per (sample, channel)
 #: The longest header a body can have (a server sizes its body limit with it).
@@ -201,14 +204,43 @@ def _dequantise(payload: bytes | memoryview, shape: tuple[int, ...]) -> torch.Te
 
 
 def _decompress(payload: bytes | memoryview, expected: int) -> bytes:
+    """The one zstd frame in ``payload``, decompressed into at most ``expected`` bytes."""
     zstd = _zstd()
     try:
-        # Reading at most one byte more than the shape declares bounds the work: a small body
-        # cannot inflate into gigabytes, whatever its frame header claims.
-        with zstd.ZstdDecompressor().stream_reader(io.BytesIO(payload)) as reader:
-            return reader.read(expected + 1)
+        declared = zstd.frame_content_size(payload)
+    except zstd.ZstdError:
+        raise WireFormatError("zstd payload does not start with a zstd frame header") from None
+    # zstd decompresses a frame that declares its size into a buffer of that size, whatever
+    # ``max_output_size`` says, so the declaration is checked first: a small body cannot make this
+    # side allocate gigabytes. A frame that does not declare it (-1) is capped by ``max_output_size``.
+    if declared > expected:
+        raise WireFormatError(f"zstd frame declares {declared} bytes but the header's shape needs {expected}")
+    decompressor = zstd.ZstdDecompressor()
+    if declared in (-1, expected):
+        try:
+            return decompressor.decompress(payload, max_output_size=expected, allow_extra_data=False)
+        except zstd.ZstdError as exc:
+            if "unused data" not in str(exc):
+                detail = f"zstd payload does not decompress into the {expected} bytes its shape needs: {exc}"
+                raise WireFormatError(detail) from None
+    raise WireFormatError(_why_not_one_frame(zstd, payload, declared, expected))
+
+
+def _why_not_one_frame(zstd: Any, payload: bytes | memoryview, declared: int, expected: int) -> str:
+    """Why a payload whose first frame fits in ``expected`` bytes is refused (it runs only to say so)."""
+    # Decompressing the first frame again is bounded: it declared fewer bytes than ``expected``, or
+    # it just decompressed within ``max_output_size`` before zstd noticed the bytes after it.
+    first = zstd.ZstdDecompressor().decompressobj()
+    try:
+        first.decompress(payload)
     except zstd.ZstdError as exc:
-        raise WireFormatError(f"zstd payload does not decompress: {exc}") from None
+        return f"zstd payload does not decompress: {exc}"
+    after = first.unused_data
+    if after[:4] == _ZSTD_MAGIC or after[:4] in _SKIPPABLE_MAGICS:
+        return "zstd payload holds more than one frame; compress the whole payload as a single frame"
+    if declared not in (-1, expected):
+        return f"zstd frame declares {declared} bytes but the header's shape needs {expected}"
+    return f"zstd payload has {len(after)} bytes after its frame; send the frame alone"
 
 
 def _zstd():

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from splitveil.errors import WireFormatError
 from splitveil.serve.auth import token_refusal
 from splitveil.serve.batching import ModelError
+from splitveil.serve.capture import CaptureError
 from splitveil.serve.codec import MEDIA_TYPE, decode, encode, read_header
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class InferRoute:
         if state.draining:
             raise Refusal(503, "draining", "the server is shutting down; retry on another replica")
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
-        if media_type != MEDIA_TYPE:
+        if media_type.lower() != MEDIA_TYPE:  # media types are case-insensitive (RFC 9110, 8.3.1)
             raise Refusal(415, "media_type", f"send the feature as {MEDIA_TYPE}, not {media_type or 'nothing'!r}")
         body = await _read_body(receive, headers.get(b"content-length"), state.max_body)
         if body is None:
@@ -113,7 +114,11 @@ class InferRoute:
         except WireFormatError as exc:
             raise Refusal(400, "malformed", str(exc)) from None
         if state.capture is not None:
-            state.capture.write(body)
+            try:
+                state.capture.record(body)
+            except CaptureError as exc:  # --capture-errors fail: an unrecorded request is not served
+                detail = f"the server cannot record requests for audit right now ({exc.cause}); retry later"
+                raise Refusal(507, "capture", detail) from None
         try:
             logits = await state.batcher.submit(features)
             state.metrics.samples.inc(samples)

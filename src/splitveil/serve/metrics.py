@@ -32,6 +32,24 @@ class ServerMetrics:
         )
         self.samples = Counter("splitveil_samples", "Samples classified", registry=self.registry)
         self.in_flight = Gauge("splitveil_in_flight", "Requests being served", registry=self.registry)
+        self.capture_frames = Counter(
+            "splitveil_capture_frames", "Requests recorded in the capture file", registry=self.registry
+        )
+        self.capture_failures = Counter(
+            "splitveil_capture_failures", "Capture writes that failed, by cause", ["cause"], registry=self.registry
+        )
+        self.capture_skipped = Counter(
+            "splitveil_capture_skipped",
+            "Requests served without being captured (--capture-errors skip)",
+            registry=self.registry,
+        )
+        self.capture_failing = Gauge(
+            "splitveil_capture_failing", "1 while the last capture write failed", registry=self.registry
+        )
+
+    def count_refusal(self, reason: str) -> None:
+        """Count a connection refused before it reached a route (cap, header or body timeout)."""
+        self.errors.labels(reason=reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

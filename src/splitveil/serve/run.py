@@ -1,12 +1,14 @@
 """Run the cloud server in this process: uvicorn, TLS when given a certificate, graceful drain.
 
-On SIGTERM or SIGINT the server stops accepting connections, answers ``/readyz`` with 503, lets the
+Connections are guarded (:mod:`splitveil.serve.connections`): a cap on open connections, deadlines
+for a request's headers and body. On SIGTERM or SIGINT the server stops accepting connections, answers ``/readyz`` with 503, lets the
 requests in flight finish (up to ``drain_timeout`` seconds), stops the batcher, and exits.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from types import FrameType
 
@@ -15,6 +17,7 @@ import uvicorn
 
 from splitveil.errors import ConfigError
 from splitveil.serve.bundle import load_half
+from splitveil.serve.connections import ConnectionLimits, guarded_protocol
 from splitveil.serve.server import ServerSettings, ServerState, create_app
 
 
@@ -40,19 +43,26 @@ def serve(
     keyfile: str | Path | None = None,
     threads: int = 1,
     drain_timeout: float = 30.0,
+    limits: ConnectionLimits | None = None,
     log_level: str = "warning",
 ) -> None:
-    """Serve the cloud half of the bundle at ``checkpoint`` until stopped."""
+    """Serve the cloud half of the bundle at ``checkpoint`` until stopped, within ``limits``
+    (default: :class:`ConnectionLimits`' defaults)."""
     if (certfile is None) != (keyfile is None):
         raise ConfigError("TLS needs both --cert and --key (or neither, for plain HTTP)")
     for path in (certfile, keyfile):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"TLS file {path} does not exist")
     torch.set_num_threads(threads)
+    # A file-size limit (`ulimit -f`) must fail a capture write with EFBIG, which the capture recorder
+    # handles, rather than kill the server with SIGXFSZ.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     cloud = load_half(checkpoint, "cloud")
     app = create_app(cloud, settings)
+    protocol = guarded_protocol(limits or ConnectionLimits(), on_refused=app.state.metrics.count_refusal)
     config = uvicorn.Config(
         app,
+        http=protocol,
         host=host,
         port=port,
         ssl_certfile=str(certfile) if certfile else None,

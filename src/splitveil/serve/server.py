@@ -6,11 +6,13 @@ Endpoints:
   ``(n, *feature_shape)``; answer: the logits ``(n, K)`` as float32 in the same format. Salted
   models answer salted logits: the API has no field through which a salt could arrive.
 * ``GET /v1/model`` — what a client needs to talk to this server (feature shape, limits, codecs).
-* ``GET /healthz`` (alive), ``GET /readyz`` (serving, not draining), ``GET /metrics`` (Prometheus).
+* ``GET /healthz`` (alive), ``GET /readyz`` (serving: not draining, and a capture in ``fail`` mode
+  can be written), ``GET /metrics`` (Prometheus).
 
 Every request to ``/v1/*`` needs ``Authorization: Bearer <token>`` unless the server was started
 without auth. Refusals are JSON ``{"detail": ...}`` with a 4xx status that says what is wrong:
-401 token, 413 too large, 415 not the wire format's media type, 400 malformed body, 422 shape.
+401 token, 413 too large, 415 not the wire format's media type, 400 malformed body, 422 shape;
+507 when the request cannot be recorded in the capture and ``capture_errors`` is ``fail``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -28,6 +31,7 @@ from splitveil.serve.auth import token_refusal
 from splitveil.serve.batching import MicroBatcher
 from splitveil.serve.bundle import LoadedHalf
 from splitveil.serve.capture import CaptureWriter
+from splitveil.serve.capture_recorder import CaptureRecorder
 from splitveil.serve.codec import CODECS, MAX_HEADER_BYTES, MEDIA_TYPE, WIRE_VERSION
 from splitveil.serve.infer_route import InferRoute, Receive, Scope, Send
 from splitveil.serve.metrics import ServerMetrics
@@ -42,6 +46,9 @@ class ServerSettings:
     max_request_samples: int = 64
     tokens: frozenset[str] | None = None  # None: no authentication (loopback experiments only)
     capture: Path | None = None
+    capture_errors: Literal["fail", "skip"] = "fail"  # see splitveil.serve.capture_recorder
+    capture_max_bytes: int | None = None  # rotate to a new numbered file before one grows past this
+    capture_max_files: int | None = None  # with capture_max_bytes: then capture fails
 
 
 class ServerState:
@@ -62,7 +69,9 @@ class ServerState:
             max_wait=settings.max_wait_ms / 1000,
             on_batch=self.metrics.batch_size.observe,
         )
-        self.capture = CaptureWriter(settings.capture) if settings.capture else None
+        self.capture = (
+            _capture_recorder(settings.capture, settings, self.metrics, self.max_body) if settings.capture else None
+        )
         self.ready = False
         self.draining = False
 
@@ -116,6 +125,10 @@ def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> Clo
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         if state.ready and not state.draining:
+            if state.capture is not None and state.capture.blocks_readiness():
+                failure = state.capture.failure
+                cause = failure.cause if failure else "unknown"
+                return JSONResponse({"status": "capture failing", "cause": cause}, status_code=503)
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "draining" if state.draining else "starting"}, status_code=503)
 
@@ -142,6 +155,13 @@ def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> Clo
         )
 
     return CloudApp(app, state)
+
+
+def _capture_recorder(
+    path: Path, settings: ServerSettings, metrics: ServerMetrics, largest_body: int
+) -> CaptureRecorder:
+    writer = CaptureWriter(path, max_bytes=settings.capture_max_bytes, max_files=settings.capture_max_files)
+    return CaptureRecorder(writer, on_error=settings.capture_errors, metrics=metrics, largest_body=largest_body)
 
 
 def _check_token(request: Request, state: ServerState) -> JSONResponse | None:

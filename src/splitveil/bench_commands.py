@@ -1,0 +1,307 @@
+"""``splitveil bench``: run sweeps, follow and summarise them, and the performance benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from splitveil.cli_common import checkpoint_cache, console
+from splitveil.errors import SplitveilError
+
+if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, to start fast
+    from splitveil.bench.status import RunStatus
+    from splitveil.config import ExperimentSpec
+
+bench_app = typer.Typer(help="Run model x cut x attack benchmarks and build their reports.", no_args_is_help=True)
+
+
+@bench_app.command("run")
+def bench_run(
+    spec: Annotated[Path, typer.Argument(help="YAML bench spec (e.g. configs/quick.yaml).")],
+    out: Annotated[
+        Path, typer.Option(file_okay=False, help="Run directory: results.jsonl, report.html, reconstructions.")
+    ],
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoint cache (default $SPLITVEIL_CACHE or ~/.cache/splitveil).")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Directory holding the dataset's files.")] = None,
+    cuts: Annotated[
+        list[str] | None, typer.Option("--cut", help="Run only these cuts instead of the spec's (repeatable).")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(min=0, help="Run with this seed instead of the spec's (one OUT per seed; see `bench spread`)."),
+    ] = None,
+    executor: Annotated[str, typer.Option(help="Where cells run: local (a process pool) or ray.")] = "local",
+    workers: Annotated[int | None, typer.Option(min=1, help="Local worker processes (default: one per core).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads per local worker (default: cores / workers).")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address HOST:PORT (default: start a local Ray).")
+    ] = None,
+    rerun_changed: Annotated[
+        bool, typer.Option("--rerun-changed", help="Recompute cells of OUT whose settings the spec changed.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check SPEC and list its cells and cuts; run and write nothing.")
+    ] = False,
+) -> None:
+    """Run every cell of SPEC not already done in OUT, then write OUT/results.jsonl and OUT/report.html."""
+    from splitveil.bench import run_bench
+    from splitveil.config import load_spec
+
+    resolved = load_spec(spec, {"data.data_dir": data_dir, "cuts": cuts or None, "seed": seed})
+    if dry_run:
+        typer.echo(_planned_cells(resolved))
+        return
+    options = {"executor": executor, "workers": workers, "threads": threads, "address": address}
+    options["rerun_changed"] = rerun_changed
+    with _store_errors(out):
+        rows = run_bench(resolved, out, cache=checkpoint_cache(cache_dir), progress=progress, **options)
+    typer.echo(f"{len(rows)} result rows in {out / 'results.jsonl'}; report: {out / 'report.html'}")
+
+
+def _planned_cells(spec: ExperimentSpec) -> str:
+    """What ``bench run`` would compute for ``spec``: cells per kind and the cuts (resolved when omitted)."""
+    from collections import Counter
+
+    from splitveil.bench.run import plan_cells
+
+    cells = plan_cells(spec)  # reads the dataset, to check the cuts against the model
+    kinds = Counter(cell.kind for cell in cells)
+    cuts = list(dict.fromkeys(cell.cut for cell in cells if cell.cut is not None))
+    counts = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+    return f"{spec.name}: {len(cells)} cells ({counts}) at {len(cuts)} cut(s): {', '.join(cuts)}; nothing was run"
+
+
+@contextlib.contextmanager
+def _store_errors(directory: Path) -> Iterator[None]:
+    """A results store SQLite cannot read is refused by name instead of with sqlite3's traceback."""
+    import sqlite3
+
+    from splitveil.bench.store import STORE_FILE
+
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        store = directory / STORE_FILE
+        raise SplitveilError(
+            f"cannot read the results store {store} ({exc}); if it is damaged, recover it with "
+            f"`sqlite3 {store} .recover`, or run the spec again with a new --out"
+        ) from None
+
+
+@bench_app.command("status")
+def bench_status(directory: Annotated[Path, typer.Argument(help="A bench run directory.")]) -> None:
+    """Progress of a run directory: cells done, failed (with their errors), started and pending."""
+    from splitveil.bench.status import run_status
+
+    with _store_errors(directory):
+        status = run_status(directory)
+    table = Table("cells", "total", "done", "failed", "pending")
+    for kind, total in status.total.items():
+        failed = sum(1 for cell_id in status.failed if cell_id.split("/")[0] == kind)
+        table.add_row(kind, str(total), str(status.done[kind]), str(failed), str(total - status.done[kind] - failed))
+    console().print(table)
+    if status.started:
+        typer.echo(f"started and not finished in the latest run: {len(status.started)} (running, or cut off)")
+    for cell_id, error in status.failed.items():
+        typer.echo(f"failed {cell_id}: {error}")
+    if status.pending:
+        typer.echo(_work_left(status))
+    if not status.pending and not status.failed:
+        typer.echo(f"complete: every cell is done; report: {directory / 'report.html'}")
+
+
+def _work_left(status: RunStatus) -> str:
+    untimed = ", ".join(f"{count} {kind}" for kind, count in status.untimed.items())
+    if status.remaining_seconds is None:
+        return f"left: not estimated yet (no cell of these kinds has finished: {untimed})"
+    left = f"left: about {status.remaining_seconds / 60:.1f} cell-minutes of work"
+    return left + (f", plus {untimed} cell(s) of kinds not timed yet" if untimed else "")
+
+
+@bench_app.command("report")
+def bench_report(directory: Annotated[Path, typer.Argument(help="A bench run directory.")]) -> None:
+    """Rebuild DIRECTORY/report.html from its results.jsonl and saved reconstructions."""
+    from splitveil.bench import build_report
+
+    with _store_errors(directory):
+        typer.echo(f"report: {build_report(directory)}")
+
+
+@bench_app.command("frontier")
+def bench_frontier(
+    directory: Annotated[Path, typer.Argument(help="A bench run directory.")],
+    markdown: Annotated[bool, typer.Option(help="Print a markdown table (for docs) instead of a rich one.")] = False,
+) -> None:
+    """Print DIRECTORY's frontier: per deployed split, accuracy, every attack's SSIM, MI and costs."""
+    from splitveil.bench.results import read_rows
+    from splitveil.bench.tables import as_markdown, frontier_table
+
+    with _store_errors(directory):
+        rows = read_rows(directory)
+    if not rows:
+        raise SplitveilError(f"no results in {directory}; run `splitveil bench run SPEC --out {directory}` first")
+    header, lines = frontier_table(rows)
+    if markdown:
+        typer.echo(as_markdown(header, lines))
+        return
+    table = Table(*header)
+    for line in lines:
+        table.add_row(*line)
+    console().print(table)
+
+
+@bench_app.command("spread")
+def bench_spread(
+    directories: Annotated[
+        list[Path], typer.Argument(help="Finished run directories of one spec, one per seed (`bench run --seed`).")
+    ],
+    markdown: Annotated[bool, typer.Option(help="Print a markdown table (for docs) instead of a rich one.")] = False,
+) -> None:
+    """Per deployed split, each figure over the seeds as mean [lowest, highest]: accuracy, the strongest
+    attack's SSIM, its excess over the output oracle, re-identification, and how many seeds sit at the floor."""
+    from splitveil.bench.results import read_rows
+    from splitveil.bench.spread import seed_spread, spread_table
+    from splitveil.bench.tables import as_markdown
+
+    missing = [str(d) for d in directories if not d.is_dir()]
+    if missing:
+        raise SplitveilError(f"not a run directory: {', '.join(missing)}; pass the --out directories of `bench run`")
+    header, lines = spread_table(seed_spread([read_rows(directory) for directory in directories]))
+    if markdown:
+        typer.echo(as_markdown(header, lines))
+        return
+    table = Table(*header)
+    for line in lines:
+        table.add_row(*line)
+    console().print(table)
+
+
+@bench_app.command("codecs")
+def bench_codecs(
+    spec: Annotated[Path, typer.Argument(help="YAML spec of the (cached) model.")],
+    cut_name: Annotated[list[str], typer.Option("--cut", help="Cut(s) to measure.")],
+    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
+) -> None:
+    """Test accuracy and request bytes of each wire codec (float32, float16, int8) at each cut."""
+    from splitveil.bench.codecs import codec_table
+    from splitveil.config import load_spec
+    from splitveil.experiment import train_or_load
+    from splitveil.split import cut
+
+    trained = train_or_load(load_spec(spec), cache=checkpoint_cache(cache_dir), progress=False)
+    test = trained.data.test
+    for name in cut_name:
+        for row in codec_table(cut(trained.model, at=name), test.images, test.labels):
+            typer.echo(
+                f"{name} {row['codec']}: accuracy {row['accuracy']:.4f} ({row['accuracy_loss_points']:+.2f} pts lost), "
+                f"{row['bytes']:,} bytes/request ({row['fewer_bytes']:.2f}x fewer)"
+            )
+
+
+@bench_app.command("serve")
+def bench_serve(
+    spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data, training and defenses.")],
+    cut_name: Annotated[str, typer.Option("--cut", help="Cut point of the deployment.")],
+    defense: Annotated[str | None, typer.Option(help="Label of one of the spec's defenses (default: none).")] = None,
+    concurrency: Annotated[list[int] | None, typer.Option(min=1, help="Concurrent clients (repeatable).")] = None,
+    requests: Annotated[int, typer.Option(min=1, help="Requests per codec and concurrency.")] = 2000,
+    soak: Annotated[int, typer.Option(min=1, help="Requests of the soak run.")] = 10_000,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Write the figures as JSON (as RUN_DIR/serving-CUT.json, the report shows them).",
+        ),
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
+) -> None:
+    """Serve a cut over loopback: latency, throughput and bytes per codec and concurrency, batching, soak."""
+    import dataclasses
+    import tempfile
+
+    import torch
+
+    from splitveil.bench.serving import ServeBenchSettings, benchmark_serving, serving_markdown
+    from splitveil.config import load_spec
+    from splitveil.serve.deployment import deployment_from_spec
+
+    torch.set_num_threads(1)  # the servers run with one thread too: baselines and servers alike
+    settings = ServeBenchSettings(requests=requests, soak_requests=soak)
+    if concurrency:
+        settings = dataclasses.replace(settings, concurrency=tuple(concurrency))
+    with tempfile.TemporaryDirectory(prefix="splitveil-bundle-") as bundle:
+        deployment = deployment_from_spec(load_spec(spec), cut_name, defense=defense, cache=checkpoint_cache(cache_dir))
+        deployment.export(bundle)
+        images = deployment.trained.data.test.take(settings.round_trips).images
+        result = benchmark_serving(bundle, images, unsplit=deployment.trained.model, settings=settings)
+    result.bundle = f"{spec} at {cut_name}" + (f", {defense}" if defense else "")
+    typer.echo(serving_markdown(result))
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=2))
+
+
+@bench_app.command("scaling")
+def bench_scaling(
+    spec: Annotated[Path, typer.Argument(help="YAML bench spec (e.g. configs/quick.yaml).")],
+    runs: Annotated[
+        list[str], typer.Option("--run", help="WORKERS or WORKERS:THREADS per worker, e.g. 1:1, 2:1, 1:2 (repeatable).")
+    ],
+) -> None:
+    """Wall time of the whole spec, from a cold cache, with each number of local workers, side by side."""
+    from splitveil.bench.scaling import time_workers
+    from splitveil.config import load_spec
+
+    configurations = []
+    for run in runs:
+        count, _, threads = run.partition(":")
+        if not count.isdigit() or (threads and not threads.isdigit()):
+            raise typer.BadParameter(f"--run takes WORKERS or WORKERS:THREADS, got {run!r}")
+        configurations.append((int(count), int(threads) if threads else None))
+    points = time_workers(load_spec(spec), configurations)
+    table = Table("workers", "threads each", "wall time s", "rows", "time / first")
+    for point in points:
+        ratio = f"{point.seconds / points[0].seconds:.2f}"
+        table.add_row(str(point.workers), str(point.threads), f"{point.seconds:.1f}", str(point.rows), ratio)
+    console().print(table)
+
+
+@bench_app.command("rmle-batching")
+def bench_rmle_batching(
+    spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data and training.")],
+    cuts: Annotated[list[str], typer.Option("--cut", help="Cut(s) to time (repeatable).")],
+    images: Annotated[int, typer.Option(min=1, help="Number of test images inverted.")] = 16,
+    steps: Annotated[int | None, typer.Option(min=1, help="rMLE steps (default: the depth preset).")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating repeats; the best of each side is kept.")] = 1,
+    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
+) -> None:
+    """Time rMLE on IMAGES targets batched and one image at a time, side by side."""
+    from splitveil.bench.timing import time_rmle_batching
+    from splitveil.config import load_spec
+    from splitveil.experiment import train_or_load
+    from splitveil.split import cut
+
+    trained = train_or_load(load_spec(spec), cache=checkpoint_cache(cache_dir), progress=False)
+    targets = trained.data.test.take(images).images
+    table = Table("cut", "images", "steps", "batched s/image", "one-at-a-time s/image", "speed-up")
+    for cut_name in cuts:
+        timing = time_rmle_batching(cut(trained.model, at=cut_name).eval(), targets, steps=steps, repeats=repeats)
+        table.add_row(
+            cut_name,
+            str(timing.images),
+            str(timing.steps),
+            f"{timing.batched_per_image:.3f}",
+            f"{timing.looped_per_image:.3f}",
+            f"{timing.speedup:.1f}x",
+        )
+    console().print(table)
