@@ -30,7 +30,7 @@ def _read(path: Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
     if not path.is_file():
         raise ConfigError(f"image {path} does not exist")
     if path.suffix.lower() == ".npy":
-        array = np.load(path, allow_pickle=False)
+        array = _read_npy(path)
     else:
         import imageio.v3 as iio
 
@@ -40,6 +40,8 @@ def _read(path: Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
             raise ConfigError(f"cannot read image {path}: {exc}") from None
         if array.ndim == 3:
             array = np.moveaxis(array[..., :3], -1, 0)  # H, W, RGB(A) -> C, H, W
+    if array.size == 0:
+        raise ConfigError(f"{path} holds no images (shape {array.shape}); pass a file with at least one")
     values = torch.from_numpy(np.ascontiguousarray(array))
     values = values.float() / 255 if not values.dtype.is_floating_point else values.float()
     while values.dim() < 4:
@@ -54,3 +56,32 @@ def _read(path: Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
     if values.min() < 0 or values.max() > 1:
         raise ConfigError(f"{path}: pixel values must lie in [0, 1] (floats) or 0..255 (integers)")
     return values
+
+
+#: Array kinds that are pixels: signed and unsigned integers (0..255) and floats ([0, 1]). Booleans,
+#: complex numbers, strings and objects are not images, whatever their shape.
+PIXEL_KINDS = frozenset("iuf")
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array in ``path``, after its header has been checked: a pixel dtype, and no more data
+    declared than the file holds (a header declaring 10^12 images must not allocate them)."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(handle)
+            data_offset = handle.tell()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{path} is not a NumPy .npy file ({exc}); save arrays with numpy.save") from None
+    if dtype.kind not in PIXEL_KINDS:
+        raise ConfigError(f"{path} holds {dtype} values, not pixels; save integers (0..255) or floats in [0, 1]")
+    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    available = path.stat().st_size - data_offset
+    if declared > available:
+        raise ConfigError(
+            f"{path} declares {shape} {dtype} values ({declared:,} bytes) but holds {available:,}; it is truncated"
+        )
+    return np.load(path, allow_pickle=False)
