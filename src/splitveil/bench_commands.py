@@ -145,13 +145,20 @@ def bench_frontier(
 ) -> None:
     """Print DIRECTORY's frontier: per deployed split, accuracy, every attack's SSIM, MI and costs."""
     from splitveil.bench.results import read_rows
-    from splitveil.bench.tables import as_markdown, frontier_table
+    from splitveil.bench.tables import frontier_table
 
     with _store_errors(directory):
         rows = read_rows(directory)
     if not rows:
         raise SplitveilError(f"no results in {directory}; run `splitveil bench run SPEC --out {directory}` first")
     header, lines = frontier_table(rows)
+    _print_table(header, lines, markdown=markdown)
+
+
+def _print_table(header: list[str], lines: list[list[str]], *, markdown: bool) -> None:
+    """A markdown table (for docs) or a rich one (for people)."""
+    from splitveil.bench.tables import as_markdown
+
     if markdown:
         typer.echo(as_markdown(header, lines))
         return
@@ -172,19 +179,12 @@ def bench_spread(
     attack's SSIM, its excess over the output oracle, re-identification, and how many seeds sit at the floor."""
     from splitveil.bench.results import read_rows
     from splitveil.bench.spread import seed_spread, spread_table
-    from splitveil.bench.tables import as_markdown
 
     missing = [str(d) for d in directories if not d.is_dir()]
     if missing:
         raise SplitveilError(f"not a run directory: {', '.join(missing)}; pass the --out directories of `bench run`")
     header, lines = spread_table(seed_spread([read_rows(directory) for directory in directories]))
-    if markdown:
-        typer.echo(as_markdown(header, lines))
-        return
-    table = Table(*header)
-    for line in lines:
-        table.add_row(*line)
-    console().print(table)
+    _print_table(header, lines, markdown=markdown)
 
 
 @bench_app.command("codecs")

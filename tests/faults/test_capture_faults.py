@@ -20,31 +20,13 @@ import pytest
 import torch
 
 from splitveil.audit_commands import _captured_features
-from splitveil.config import parse_spec
-from splitveil.deploy import deploy
-from splitveil.experiment import train_or_load
-from splitveil.serve import MEDIA_TYPE, encode, export_bundle, load_half
+from splitveil.serve import MEDIA_TYPE, encode, load_half
 from splitveil.serve.capture_format import HEADER, MAGIC, frame_header
 from splitveil.serve.capture_reader import CaptureReader
 from splitveil.serve.process import ServerProcess
 
-SPEC = parse_spec(
-    {
-        "model": {"name": "he-cnn", "options": {"widths": [4, 8, 8], "hidden": 16}},
-        "train": {"epochs": 1, "batch_size": 32, "lr": 3e-3},
-    }
-)
 HEADERS = {"content-type": MEDIA_TYPE}
 FRAMES_BEFORE_FULL = 5
-
-
-@pytest.fixture
-def bundle(tiny_data, cache, tmp_path):
-    trained = train_or_load(SPEC, cache=cache, data=tiny_data, progress=False)
-    deployed = deploy(SPEC, trained, "relu22", None, 0.0, cache=cache, progress=False)
-    return export_bundle(
-        tmp_path / "bundle", spec=SPEC, trained=trained, deployed=deployed, defense_spec=None, strength=0.0
-    )
 
 
 @pytest.fixture

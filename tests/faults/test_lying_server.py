@@ -20,11 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from splitveil.config import parse_spec
-from splitveil.deploy import deploy
 from splitveil.errors import ServeError
-from splitveil.experiment import train_or_load
-from splitveil.serve import MEDIA_TYPE, encode, export_bundle
+from splitveil.serve import MEDIA_TYPE, encode
 from splitveil.serve.client import EdgeClient
 from splitveil.serve.codec import MAGIC, WIRE_VERSION
 
@@ -217,27 +214,11 @@ def test_a_connection_cut_mid_answer_is_named(lying, client):
 
 # --- `splitveil infer` against the lying server: one line on stderr, exit 2, no traceback ---
 
-SPEC = parse_spec(
-    {
-        "model": {"name": "he-cnn", "options": {"widths": [4, 8, 8], "hidden": 16}},
-        "train": {"epochs": 1, "batch_size": 32, "lr": 3e-3},
-    }
-)
 
-
-@pytest.fixture
-def edge_bundle(tiny_data, cache, tmp_path):
-    trained = train_or_load(SPEC, cache=cache, data=tiny_data, progress=False)
-    deployed = deploy(SPEC, trained, "relu22", None, 0.0, cache=cache, progress=False)
-    return export_bundle(
-        tmp_path / "bundle", spec=SPEC, trained=trained, deployed=deployed, defense_spec=None, strength=0.0
-    )
-
-
-def test_infer_prints_one_line_and_exits_2_when_the_server_lies(lying, edge_bundle, tiny_data, tmp_path):
+def test_infer_prints_one_line_and_exits_2_when_the_server_lies(lying, bundle, tiny_data, tmp_path):
     images = tmp_path / "images.npy"
     np.save(images, tiny_data.test.images[:2].numpy())
-    command = [sys.executable, "-m", "splitveil.cli", "infer", str(images), "--checkpoint", str(edge_bundle)]
+    command = [sys.executable, "-m", "splitveil.cli", "infer", str(images), "--checkpoint", str(bundle)]
     command += ["--url", lying.url]
     for body, message in [
         (encode(torch.zeros(2, 7)), "logits of shape (2, 7); 2 samples need (2, 3)"),
