@@ -97,13 +97,22 @@ def serve(
     body_timeout: Annotated[
         float, typer.Option(min=0.001, help="Seconds a request's body may take after its headers; then 408.")
     ] = 30.0,
+    max_pending_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Bytes of request bodies held at once, over all connections; past it 503 "
+            "(default: 256 MiB, or two full requests if more).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the cloud half of a bundle over HTTP(S) until SIGTERM, then drain and exit."""
     from splitveil.serve.auth import load_tokens
     from splitveil.serve.bundle import load_half
     from splitveil.serve.connections import ConnectionLimits
+    from splitveil.serve.pending_bodies import PendingBodies
     from splitveil.serve.run import serve as run_server
-    from splitveil.serve.server import ServerSettings
+    from splitveil.serve.server import ServerSettings, max_body_bytes
 
     if no_auth and tokens_file is not None:
         raise ConfigError("--no-auth and --tokens-file contradict each other; choose one")
@@ -125,10 +134,12 @@ def serve(
         capture_errors=capture_errors,
         capture_max_bytes=capture_max_bytes,
         capture_max_files=capture_max_files,
+        max_pending_bytes=max_pending_bytes,
     )
-    # The bundle is checked before the address is announced, so that a refused bundle is the only line
-    # printed. The server loads it again: a zoo model's cloud half loads in milliseconds.
-    load_half(checkpoint, "cloud")
+    # The bundle and the budget are checked before the address is announced, so that a refusal is the
+    # only line printed. The server loads the bundle again: a zoo model's cloud half loads in milliseconds.
+    cloud = load_half(checkpoint, "cloud")
+    PendingBodies.for_server(max_pending_bytes, max_body_bytes(cloud.feature_shape, max_request_samples))
     typer.echo(f"serving {checkpoint} on {'https' if cert else 'http'}://{host}:{port}", err=True)
     run_server(
         checkpoint,

@@ -1,9 +1,10 @@
 """Connections under abuse, with a real server process and real sockets: idle crowds, slow headers,
-slow bodies, and more connections than the server agreed to hold."""
+slow bodies, more connections than the server agreed to hold, and more pending body bytes."""
 
 import resource
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -85,3 +86,56 @@ def test_idle_crowds_slow_requests_and_excess_connections_are_bounded(bundle, de
         finally:
             for sock in idle:
                 sock.close()
+
+
+CROWD = 60  # connections each sending most of a maximum-size body, then stalling
+SENT = 4_000_000  # bytes each sends: the crowd would hold 240 MB unbounded
+BUDGET = 16 * 2**20  # --max-pending-bytes
+# the budget, uvicorn's 64 KiB per connection and slack (without a budget the crowd took 211 MiB)
+GROWTH_BOUND = 4 * BUDGET
+LARGEST = 8192  # --max-request-samples: about 9 MB bodies at the test bundle's cut
+
+
+def _stall_mid_body(port: int, head: bytes, body: bytes) -> socket.socket:
+    """Send the headers and the first SENT bytes of ``body``; the rest never comes."""
+    sock = _connect(port)
+    try:
+        sock.sendall(head + body[:SENT])
+    except OSError:  # refused mid-send: the server answered and closed; the answer is read later
+        pass
+    return sock
+
+
+def test_memory_for_pending_bodies_is_bounded_whatever_the_connections(bundle):
+    feature_shape = load_half(bundle, "cloud").feature_shape
+    full = encode(torch.rand(LARGEST, *feature_shape))  # a maximum-size request
+    assert len(full) > SENT
+    head = (
+        b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-type: " + MEDIA_TYPE.encode()
+        + f"\r\ncontent-length: {len(full)}\r\n\r\n".encode()
+    )  # fmt: skip
+    options = ["--no-auth", "--max-request-samples", str(LARGEST), "--max-pending-bytes", str(BUDGET)]
+    options += ["--body-timeout", "5"]
+    with ServerProcess(bundle, extra=options) as server:
+        baseline = server.rss_bytes()
+        with ThreadPoolExecutor(CROWD) as pool:
+            crowd = list(pool.map(lambda _: _stall_mid_body(server.port, head, full), range(CROWD)))
+        try:
+            grown = server.rss_bytes() - baseline
+            assert grown < GROWTH_BOUND, f"the server grew {grown / 2**20:.0f} MiB holding half-sent bodies"
+            answers = [_answer(sock) for sock in crowd]
+        finally:
+            for sock in crowd:
+                sock.close()
+        over_budget = [answer for answer in answers if answer.startswith(b"HTTP/1.1 503")]
+        assert all(b"pending_bytes" in answer or b"--max-pending-bytes" in answer for answer in over_budget)
+        assert all(b"retry-after: 1" in answer.lower() for answer in over_budget)
+        # At most BUDGET / SENT bodies fit whole; every other one was refused, the rest met their deadline.
+        assert len(over_budget) >= CROWD - BUDGET // SENT - 1
+        assert all(answer.startswith((b"HTTP/1.1 503", b"HTTP/1.1 408")) for answer in answers)
+
+        # Once the crowd is gone the budget is whole again: a full-size request is served.
+        assert _classify(server.url, full).status_code == 200
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert "splitveil_pending_body_bytes 0.0" in metrics
+        assert 'splitveil_errors_total{reason="pending_bytes"}' in metrics

@@ -118,7 +118,8 @@ def benchmark_serving(
                     floor = _time_calls(lambda _: plain.get(server.url + "/healthz"), singles)
                 result.round_trip["healthz"] = _latency_summary(floor) | {"bytes_per_request": 0}
                 for codec in settings.codecs:
-                    with EdgeClient(edge, server.url, token=token, codec=codec) as client:
+                    num_classes = edge_half.metadata["num_classes"]  # answers checked as a deployed client would
+                    with EdgeClient(edge, server.url, token=token, codec=codec, num_classes=num_classes) as client:
                         summary = _latency_summary(_time_calls(client.logits, singles))
                     result.round_trip[codec] = summary | {"bytes_per_request": len(run.bodies(codec)[0])}
                     advance()

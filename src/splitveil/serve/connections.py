@@ -3,8 +3,8 @@
 uvicorn keeps every accepted connection for as long as the client likes before its request is
 complete: probes held 500 idle or slow-header sockets open for ever, 1,100 idle sockets at
 ``ulimit -n 1024`` made every correct request fail, and 600 connections each holding a half-sent
-maximum-size body took the server to 1.27 GB. The guards here bound the first two, and the third
-through the connection cap and the body deadline (a budget over all pending bodies is still to come):
+maximum-size body took the server to 1.27 GB. The guards here bound the first two; the third is
+bounded by a budget over all pending bodies (:mod:`splitveil.serve.pending_bodies`):
 
 * :class:`ConnectionLimits` says how many connections may be open and how long a request may take to
   arrive (its headers, then its body);

@@ -22,6 +22,7 @@ from splitveil.serve.auth import token_refusal
 from splitveil.serve.batching import ModelError
 from splitveil.serve.capture import CaptureError
 from splitveil.serve.codec import MEDIA_TYPE, decode, encode, read_header
+from splitveil.serve.pending_bodies import PendingBodies
 
 if TYPE_CHECKING:
     from splitveil.serve.server import ServerState
@@ -93,10 +94,14 @@ class InferRoute:
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
         if media_type.lower() != MEDIA_TYPE:  # media types are case-insensitive (RFC 9110, 8.3.1)
             raise Refusal(415, "media_type", f"send the feature as {MEDIA_TYPE}, not {media_type or 'nothing'!r}")
-        body = await _read_body(receive, headers.get(b"content-length"), state.max_body)
-        if body is None:
-            limit = state.settings.max_request_samples
-            raise Refusal(413, "too_large", f"body exceeds {state.max_body} bytes (max_request_samples={limit})")
+        body = await _read_body(receive, headers.get(b"content-length"), state)
+        try:
+            return await self._classify(body)
+        finally:
+            state.pending.release(len(body))
+
+    async def _classify(self, body: bytes) -> bytes:
+        state = self.state
         try:
             header = read_header(body)
         except WireFormatError as exc:
@@ -138,22 +143,47 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     return headers
 
 
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to exceed ``limit`` (without reading the rest)."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
+async def _read_body(receive: Receive, declared: bytes | None, state: ServerState) -> bytes:
+    """The whole body, held against the server's pending-body budget (the caller releases
+    ``len(body)``); refused as soon as it is known to exceed the largest valid body, or to not fit
+    the budget (without reading the rest)."""
+    limit, pending = state.max_body, state.pending
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise _too_large(state)
+        if not pending.fits(int(declared)):
+            raise _over_budget(pending)
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if size + len(chunk) > limit:
+                raise _too_large(state)
+            if not pending.reserve(len(chunk)):
+                raise _over_budget(pending)
+            size += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except BaseException:  # refused, gone or cancelled: what this body held is free again
+        pending.release(size)
+        raise
+
+
+def _too_large(state: ServerState) -> Refusal:
+    limit = state.settings.max_request_samples
+    return Refusal(413, "too_large", f"body exceeds {state.max_body} bytes (max_request_samples={limit})")
+
+
+def _over_budget(pending: PendingBodies) -> Refusal:
+    detail = (
+        f"the server holds as many request bodies as it may ({pending.capacity} bytes, --max-pending-bytes); "
+        "retry shortly"
+    )
+    return Refusal(503, "pending_bytes", detail, [(b"retry-after", b"1")])
 
 
 def _length(body: bytes) -> tuple[bytes, bytes]:

@@ -32,6 +32,9 @@ class ServerMetrics:
         )
         self.samples = Counter("splitveil_samples", "Samples classified", registry=self.registry)
         self.in_flight = Gauge("splitveil_in_flight", "Requests being served", registry=self.registry)
+        self.pending_bytes = Gauge(
+            "splitveil_pending_body_bytes", "Bytes of request bodies held now", registry=self.registry
+        )
         self.capture_frames = Counter(
             "splitveil_capture_frames", "Requests recorded in the capture file", registry=self.registry
         )

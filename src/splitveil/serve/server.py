@@ -35,6 +35,7 @@ from splitveil.serve.capture_recorder import CaptureRecorder
 from splitveil.serve.codec import CODECS, MAX_HEADER_BYTES, MEDIA_TYPE, WIRE_VERSION
 from splitveil.serve.infer_route import InferRoute, Receive, Scope, Send
 from splitveil.serve.metrics import ServerMetrics
+from splitveil.serve.pending_bodies import PendingBodies
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ServerSettings:
     capture_errors: Literal["fail", "skip"] = "fail"  # see splitveil.serve.capture_recorder
     capture_max_bytes: int | None = None  # rotate to a new numbered file before one grows past this
     capture_max_files: int | None = None  # with capture_max_bytes: then capture fails
+    max_pending_bytes: int | None = None  # request bodies held at once (None: see PendingBodies.for_server)
 
 
 class ServerState:
@@ -59,10 +61,9 @@ class ServerState:
         self.settings = settings
         self.metrics = ServerMetrics()
         self.feature_shape = cloud.feature_shape
-        per_sample = 4 * prod(self.feature_shape)
-        # The largest body a valid request can be: float32 at the sample limit, plus zstd's worst-case
-        # expansion of incompressible data (well under 1%) and the header.
-        self.max_body = MAX_HEADER_BYTES + int(per_sample * settings.max_request_samples * 1.01) + 1024
+        self.max_body = max_body_bytes(self.feature_shape, settings.max_request_samples)
+        self.pending = PendingBodies.for_server(settings.max_pending_bytes, self.max_body)
+        self.metrics.pending_bytes.set_function(lambda: self.pending.held)
         self.batcher = MicroBatcher(
             cloud.module,
             max_batch=settings.max_batch,
@@ -74,6 +75,12 @@ class ServerState:
         )
         self.ready = False
         self.draining = False
+
+
+def max_body_bytes(feature_shape: tuple[int, ...], max_request_samples: int) -> int:
+    """The largest body a valid request can be: float32 at the sample limit, plus zstd's worst-case
+    expansion of incompressible data (well under 1%) and the header."""
+    return MAX_HEADER_BYTES + int(4 * prod(feature_shape) * max_request_samples * 1.01) + 1024
 
 
 # With a trailing slash too: FastAPI has no such route (it would answer 404), and a client that adds
@@ -151,6 +158,7 @@ def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> Clo
                 "media_type": MEDIA_TYPE,
                 "max_request_samples": state.settings.max_request_samples,
                 "max_body_bytes": state.max_body,
+                "max_pending_bytes": state.pending.capacity,
             }
         )
 
