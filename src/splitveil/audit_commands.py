@@ -37,8 +37,8 @@ def attack(
     The attacker is trained exactly as the bench trains it, against the defense in place. With
     --capture it inverts the features a real server received instead of test images' features.
     """
-    from splitveil.bench.audit import invert_features, run_attack, score_reconstruction, transmitted_features
-    from splitveil.bench.figures import reconstruction_grid
+    from splitveil.bench.audit import run_attack
+    from splitveil.bench.capture_audit import audit_capture
     from splitveil.checkpoint import CheckpointCache
     from splitveil.config import load_spec, parse_attack
     from splitveil.serve.deployment import deployment_from_spec
@@ -55,76 +55,49 @@ def attack(
     import torch
 
     torch.manual_seed(resolved.seed)  # a noisy edge draws its noise as the bench's cells do: reproducibly
-    options = {"data": data, "seed": resolved.seed, "progress": progress}
+    label = f"{attack_name} at {cut_name} ({defense or 'undefended'})"
     if capture is None:
         chosen = data.test.take(targets)
-        outcome = run_attack(split, attack_spec, targets=chosen, evaluator=None, reid=resolved.audit.reid, **options)
-        original, reconstruction = chosen.images, outcome.reconstruction
-        source = f"{len(chosen)} test images"
-    else:
-        features = _captured_features(capture, tuple(transmitted_features(split, data.test.images[:1]).shape[1:]))
-        reconstruction = invert_features(split, attack_spec, features=features, **options)
-        original, outcome = None, None
-        if originals:
-            original = _original_images(originals, data.input_shape, len(features))
-            outcome = score_reconstruction(reconstruction, original)
-        source = f"{len(features)} captured requests' samples from {capture}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shown = None if original is None else original[:8]
-    out.write_bytes(reconstruction_grid(shown, {attack_name: reconstruction[:8]}))
-    label = f"{attack_name} at {cut_name} ({defense or 'undefended'}) on {source}"
-    if outcome is None:
-        typer.echo(f"{label}: no originals given, so no score; grid: {out}")
-    else:
-        reid = (
-            ""
-            if outcome.reid is None
-            else (
-                f", re-identified top-1 {outcome.reid.top1:.3f} / top-5 {outcome.reid.top5:.3f} of {outcome.reid.candidates}"
-                f" (chance {outcome.reid.chance_top1:.3f}; {outcome.reid.distance} distance)"
-            )
-        )
-        typer.echo(
-            f"{label}: SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, MSE {outcome.mse:.4f}{reid}; grid: {out}"
-        )
-
-
-def _captured_features(capture: Path, expected: tuple[int, ...]):
-    """The features of the capture at ``capture`` and its rotated files, read one frame at a time.
-
-    Only the decoded features are kept, never the file's bytes, and a wrong shape stops the read at
-    the first frame. Damaged stretches of the file (a torn last frame, corrupt bytes) are reported
-    on stderr, one line each; every whole frame around them is used.
-    """
-    import torch
-
-    from splitveil.serve.capture_reader import CaptureReader
-
-    reader = CaptureReader(capture)
-    features = []
-    for tensor in reader.tensors():
-        if tuple(tensor.shape[1:]) != expected:
-            raise ConfigError(
-                f"{capture} holds features of shape {tuple(tensor.shape[1:])}, but this deployment sends {expected}; "
-                "attack with the spec, cut and defense the server's bundle was exported from"
-            )
-        features.append(tensor)
-    for damage in reader.damage:
+        outcome = run_attack(
+            split, attack_spec, data=data, seed=resolved.seed, progress=progress, targets=chosen,
+            evaluator=None, reid=resolved.audit.reid,
+        )  # fmt: skip
+        _write_grid(out, chosen.images[:8], {attack_name: outcome.reconstruction[:8]})
+        reid = "" if outcome.reid is None else f", {_reid_summary(outcome.reid)}"
+        score = f"SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, MSE {outcome.mse:.4f}{reid}"
+        typer.echo(f"{label} on {len(chosen)} test images: {score}; grid: {out}")
+        return
+    sent = None if not originals else _original_images(originals, data.input_shape)
+    audit = audit_capture(split, attack_spec, capture, data=data, seed=resolved.seed, progress=progress, originals=sent)
+    for damage in audit.damage:
         typer.echo(f"warning: {damage}", err=True)
-    if not features:
-        raise ConfigError(f"{capture} holds no captured requests yet; send the server requests first")
-    return torch.cat(features)
+    _write_grid(out, None if sent is None else sent[: len(audit.preview)], {attack_name: audit.preview})
+    source = f"{label} on {audit.samples} captured requests' samples from {capture}"
+    if audit.score is None:
+        typer.echo(f"{source}: no originals given, so no score; grid: {out}")
+    else:
+        found = audit.score
+        typer.echo(f"{source}: SSIM {found.ssim:.3f}, PSNR {found.psnr:.2f} dB, MSE {found.mse:.4f}; grid: {out}")
 
 
-def _original_images(paths: list[Path], input_shape: tuple[int, int, int], count: int):
+def _write_grid(out: Path, originals, reconstructions: dict) -> None:
+    from splitveil.bench.figures import reconstruction_grid
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(reconstruction_grid(originals, reconstructions))
+
+
+def _reid_summary(reid) -> str:
+    return (
+        f"re-identified top-1 {reid.top1:.3f} / top-5 {reid.top5:.3f} of {reid.candidates}"
+        f" (chance {reid.chance_top1:.3f}; {reid.distance} distance)"
+    )
+
+
+def _original_images(paths: list[Path], input_shape: tuple[int, int, int]):
     from splitveil.serve_commands import read_images
 
     images, _ = read_images(paths, input_shape)
-    if len(images) != count:
-        raise ConfigError(
-            f"--originals hold {len(images)} images but the capture holds {count} samples; "
-            "give the images in the order they were sent"
-        )
     return images
 
 

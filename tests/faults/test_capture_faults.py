@@ -19,7 +19,7 @@ import httpx
 import pytest
 import torch
 
-from splitveil.audit_commands import _captured_features
+from splitveil.bench.capture_audit import captured_chunks, survey_capture
 from splitveil.serve import MEDIA_TYPE, encode, load_half
 from splitveil.serve.capture_format import HEADER, MAGIC, frame_header
 from splitveil.serve.capture_reader import CaptureReader
@@ -123,7 +123,7 @@ def test_disk_full_mid_frame_refuses_with_507_and_loses_no_whole_frame(bundle, f
     assert "capture failing, refusing requests (507)" in server.output()
     frames, damage = _read_back(capture)
     assert frames == captured and damage == []  # every answered request, in order, and no garbage frame
-    features = _captured_features(capture, tuple(feature_shape))  # what `splitveil attack --capture` reads
+    features = _audited_features(capture, tuple(feature_shape))
     expected = torch.tensor([float(i) for i in [*range(FRAMES_BEFORE_FULL), *range(10, 16)] for _ in range(2)])
     assert torch.equal(features.flatten(1)[:, 0], expected)
 
@@ -204,5 +204,13 @@ def test_sigkill_under_load_then_restart_on_the_same_file_loses_only_frames_in_f
     unanswered = set(before) - set(answered)
     assert unanswered <= set(sent) and len(unanswered) <= clients  # at most the requests in flight
     assert len(before) == len(set(before))
-    features = _captured_features(capture, tuple(feature_shape))  # what `splitveil attack --capture` reads
+    features = _audited_features(capture, tuple(feature_shape))
     assert len(features) == 2 * len(frames)
+
+
+def _audited_features(capture, feature_shape: tuple[int, ...]) -> torch.Tensor:
+    """Every feature `splitveil attack --capture` inverts, read as it reads them: surveyed, then streamed in chunks."""
+    survey = survey_capture(capture, feature_shape)
+    chunks = list(captured_chunks(CaptureReader(capture), limit=survey.samples, chunk_samples=3))
+    assert all(len(chunk) == 3 for chunk in chunks[:-1])
+    return torch.cat(chunks)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from splitveil.attacks import ATTACKS, AttackerView, Capability, create_attack
+from splitveil.attacks import ATTACKS, Attack, AttackerView, Capability, create_attack
 from splitveil.attacks.output_inference import observe_audit, salt_count, score_observation
 from splitveil.config import AttackSpec, MineSpec, OutputAuditSpec, ReidSpec
 from splitveil.data import DatasetSplits, ImageSet
@@ -145,6 +145,24 @@ def invert_features(
 
     ``target_labels`` (the true labels of ``features``' inputs) are granted to an oracle that requires them.
     """
+    attacker = fit_attack(split, attack, data=data, seed=seed, progress=progress, target_labels=target_labels)
+    return attacker.invert(features).detach().clamp(0, 1)
+
+
+def fit_attack(
+    split: SplitModel,
+    attack: AttackSpec,
+    *,
+    data: DatasetSplits,
+    seed: int,
+    progress: bool,
+    target_labels: torch.Tensor | None = None,
+) -> Attack:
+    """The attack granted exactly what it requires of ``split`` and fitted, ready to ``invert`` features.
+
+    ``target_labels`` (the true labels of the inputs it will invert) are granted to an oracle that
+    requires them; without them such an oracle is refused.
+    """
     requires = ATTACKS.get(attack.name).requires  # type: ignore[attr-defined]
     if Capability.TARGET_LABELS in requires and target_labels is None:
         raise ConfigError(
@@ -152,8 +170,7 @@ def invert_features(
             "captured traffic has none: audit it with another attack"
         )
     view = AttackerView.of(split, requires, input_shape=data.input_shape, aux=data.aux, target_labels=target_labels)
-    attacker = create_attack(attack.name, view, seed=seed, progress=progress, **attack.options).fit()
-    return attacker.invert(features).detach().clamp(0, 1)
+    return create_attack(attack.name, view, seed=seed, progress=progress, **attack.options).fit()
 
 
 def feature_mutual_information(split: SplitModel, images: torch.Tensor, spec: MineSpec, *, seed: int) -> float | None:
