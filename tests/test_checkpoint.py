@@ -56,8 +56,15 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
 def test_cache_contains_only_complete_entries(tmp_path):
     cache = CheckpointCache(tmp_path)
     assert not cache.contains("k")
-    (tmp_path / "k").mkdir()
-    (tmp_path / "k" / WEIGHTS_FILE).write_bytes(b"")
+    cache.path("k").mkdir(parents=True)
+    (cache.path("k") / WEIGHTS_FILE).write_bytes(b"")
     assert not cache.contains("k")  # no metadata: an interrupted write is not a finished entry
     save_checkpoint(cache.path("k"), nn.Linear(1, 1), {})
     assert cache.contains("k")
+
+
+def test_a_cache_built_directly_and_by_default_from_one_directory_is_the_same(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPLITVEIL_CACHE", str(tmp_path / "elsewhere"))
+    assert CheckpointCache(tmp_path) == CheckpointCache.default(tmp_path)
+    assert CheckpointCache.default() == CheckpointCache(tmp_path / "elsewhere")
+    assert CheckpointCache(tmp_path).path("k") == tmp_path / "checkpoints" / "k"

@@ -53,6 +53,17 @@ def test_yaml_round_trip_and_overrides(tmp_path):
     assert load_spec(resolved) == spec
 
 
+def test_a_different_spec_written_to_the_same_directory_keeps_the_earlier_one(tmp_path):
+    first, second = parse_spec({"name": "a"}), parse_spec({"name": "b"})
+    write_resolved(first, tmp_path)
+    write_resolved(first, tmp_path)  # the same spec again: nothing to keep aside
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.resolved.yaml"]
+    latest = write_resolved(second, tmp_path)
+    assert load_spec(latest) == second
+    (kept,) = tmp_path.glob("spec.resolved.*.yaml")
+    assert load_spec(kept) == first
+
+
 def test_overrides_do_not_mutate_input():
     raw = {"train": {"epochs": 1}}
     apply_overrides(raw, {"train.epochs": 9})

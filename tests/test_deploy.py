@@ -40,7 +40,7 @@ def test_inference_defense_wraps_without_training_and_is_measured_reproducibly(t
     clean = deploy(SPEC, trained, "relu22", cache=cache, progress=False)
     x = tiny_data.test.images[:4]
     assert not torch.equal(_edge_outputs(first, x)[0], _edge_outputs(clean, x)[0])
-    assert len(list(cache.root.iterdir())) == 1  # only the undefended model was trained
+    assert len(list(cache.checkpoints.iterdir())) == 1  # only the undefended model was trained
 
 
 def test_training_defense_trains_once_then_loads_identical_weights(trained, cache, tiny_data):

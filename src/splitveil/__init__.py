@@ -48,6 +48,8 @@ _EXPORTS = {
     "Defense": "splitveil.defenses",
     "create_defense": "splitveil.defenses",
     "deploy": "splitveil.deploy",
+    "Deployment": "splitveil.serve.deployment",
+    "load_deployment": "splitveil.serve.deployment",
     "METRICS": "splitveil.metrics",
     "mse": "splitveil.metrics",
     "psnr": "splitveil.metrics",

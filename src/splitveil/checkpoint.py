@@ -117,18 +117,27 @@ def load_weights(directory: str | Path, model: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class CheckpointCache:
-    """Checkpoints stored under ``root/<config hash>/``; a finished entry is never recomputed."""
+    """Checkpoints stored under ``root/checkpoints/<config hash>/``; a finished entry is never recomputed.
+
+    ``root`` is the cache directory a user names (``--cache-dir``, ``$SPLITVEIL_CACHE``), the same
+    for ``CheckpointCache(root)`` and ``CheckpointCache.default(root)``.
+    """
 
     root: Path
 
     @classmethod
     def default(cls, directory: str | Path | None = None) -> CheckpointCache:
-        """``directory/checkpoints`` if given, else under ``$SPLITVEIL_CACHE`` or ``~/.cache/splitveil``."""
+        """The cache at ``directory`` if given, else at ``$SPLITVEIL_CACHE`` or ``~/.cache/splitveil``."""
         root = directory or os.environ.get("SPLITVEIL_CACHE") or Path.home() / ".cache" / "splitveil"
-        return cls(Path(root) / "checkpoints")
+        return cls(Path(root))
+
+    @property
+    def checkpoints(self) -> Path:
+        """The directory holding one subdirectory per cached checkpoint."""
+        return self.root / "checkpoints"
 
     def path(self, key: str) -> Path:
-        return self.root / key
+        return self.checkpoints / key
 
     def contains(self, key: str) -> bool:
         entry = self.path(key)

@@ -9,6 +9,8 @@ and its default.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -342,11 +344,25 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 
 def write_resolved(spec: ExperimentSpec, directory: str | Path) -> Path:
-    """Write the fully resolved spec (defaults filled in) as ``spec.resolved.yaml`` in ``directory``."""
+    """Write the fully resolved spec (defaults filled in) as ``spec.resolved.yaml`` in ``directory``.
+
+    A different spec recorded there before (a run directory that several specs filled) is kept
+    beside it as ``spec.resolved.<its hash>.yaml``; the write is atomic.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "spec.resolved.yaml"
-    path.write_text(spec.to_yaml())
+    text = spec.to_yaml()
+    if path.is_file():
+        earlier = path.read_text()
+        if earlier == text:
+            return path
+        kept = directory / f"spec.resolved.{hashlib.sha256(earlier.encode()).hexdigest()[:12]}.yaml"
+        if not kept.exists():
+            os.replace(path, kept)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
     return path
 
 

@@ -52,6 +52,17 @@ def test_one_row_per_cut_and_attack_with_every_metric(bench_dir):
     assert by_cut["conv11"]["edge_flops"] < by_cut["relu22"]["edge_flops"]
 
 
+def test_the_train_cell_records_the_trained_models_test_accuracy(bench_dir):
+    from splitveil.bench.store import ResultStore
+    from splitveil.experiment import train_or_load
+
+    out, cache = bench_dir
+    with ResultStore(out) as store:
+        recorded = store.cells()["train"].result["test_accuracy"]
+    trained = train_or_load(parse_spec(SPEC), cache=cache, progress=False, cached_only=True)
+    assert recorded == trained.test_accuracy and 0.1 < recorded <= 1.0
+
+
 def test_every_row_has_its_floor_and_its_reidentification(bench_dir):
     out, _ = bench_dir
     rows = read_rows(out)
@@ -122,6 +133,42 @@ def test_defense_sweep_gives_a_cell_per_strength_and_a_frontier(tmp_path):
     assert "Privacy-utility frontiers" in html and 'alt="frontier at relu22"' in html
     assert 'alt="frontier at relu22 (MI)"' in html
     assert "relu22 · nopeek 1" in html  # a reconstruction grid per defense and strength
+
+
+def test_a_deployment_loads_from_the_run_directory_as_the_bench_evaluated_it(tmp_path):
+    from splitveil import load_deployment
+    from splitveil.bench.audit import run_attack
+    from splitveil.bench.store import ResultStore
+    from splitveil.checkpoint import CheckpointCache
+
+    spec = parse_spec({**DEFENDED_SPEC, "defenses": [DEFENDED_SPEC["defenses"][1]]})
+    spec = spec.model_copy(
+        update={"attacks": [spec.attacks[0].model_copy(update={"name": "rmle", "options": {"steps": 10}})]}
+    )
+    cache = CheckpointCache(tmp_path / "c")
+    run_bench(spec, tmp_path / "run", cache=cache, progress=False)
+    with ResultStore(tmp_path / "run") as store:
+        cells = store.cells()
+    attack_id = next(cell for cell in cells if cell.startswith("attack/") and "__nopeek__" in cell)
+
+    deployment = load_deployment(tmp_path / "run", "deploy/relu22/nopeek/1", cache=cache, measure=True)
+    assert deployment.deployed.accuracy == cells["deploy/relu22/nopeek/1"].result["accuracy"]
+    assert deployment.strength == 1.0 and deployment.defense_spec.name == "nopeek"
+
+    split = load_deployment(tmp_path / "run", attack_id, cache=cache).deployed.split  # an attack cell: its split
+    targets = deployment.trained.data.test.take(spec.audit.targets)
+    again = run_attack(
+        split, spec.attacks[0], data=deployment.trained.data, targets=targets, evaluator=None, seed=0, progress=False
+    )
+    assert again.ssim == pytest.approx(cells[attack_id].result["ssim"], abs=1e-6)
+
+    with pytest.raises(
+        SplitveilError,
+        match="has no cell .deploy/relu22/nopeek/9.; its deploy cells are: deploy/relu22/none/0, deploy/relu22/nopeek/1",
+    ):
+        load_deployment(tmp_path / "run", "deploy/relu22/nopeek/9", cache=cache)
+    with pytest.raises(SplitveilError, match="the trained model is not in the checkpoint cache at .*empty"):
+        load_deployment(tmp_path / "run", "deploy/relu22/nopeek/1", cache=CheckpointCache(tmp_path / "empty"))
 
 
 SALTED_SPEC = {

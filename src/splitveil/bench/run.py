@@ -20,7 +20,7 @@ from splitveil.bench.scheduler import RunSummary, check_fingerprints, run_cells
 from splitveil.bench.store import STORE_FILE, ResultStore, error_headline, run_lock
 from splitveil.bench.tasks import CellOutcome, CellRequest
 from splitveil.checkpoint import CheckpointCache
-from splitveil.config import ExperimentSpec
+from splitveil.config import ExperimentSpec, write_resolved
 from splitveil.data import load_dataset
 from splitveil.errors import ConfigError, SplitveilError
 from splitveil.experiment import check_cuts
@@ -53,7 +53,7 @@ def run_bench(
     with run_lock(out), ResultStore(out) as store:
         check_fingerprints(cells, store, out, rerun_changed=rerun_changed)
         (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
-        _write_atomically(out / "spec.resolved.yaml", spec.to_yaml().encode())
+        write_resolved(spec, out)
         runner = create_executor(executor, workers=workers, threads=threads, address=address)
         finished = False
         try:

@@ -30,7 +30,7 @@ from splitveil.config import ExperimentSpec, parse_spec
 @dataclass(frozen=True)
 class CellRequest:
     spec: dict[str, Any]  # the resolved spec, as JSON (a pydantic model pickles less portably)
-    cache_root: str  # the checkpoint cache's root directory (CheckpointCache.root)
+    cache_root: str  # the checkpoint cache's directory (CheckpointCache.root)
     cell: Cell
     threads: int
 
@@ -97,7 +97,7 @@ def _train(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
 
     trained = _trained(context, cached_only=False)
     return {
-        "test_accuracy": trained.metadata.get("test_accuracy"),
+        "test_accuracy": trained.test_accuracy,
         "from_cache": trained.from_cache,
         "cut_order": list(cut_aliases(trained.model)),
         "num_classes": context.data.num_classes,

@@ -45,11 +45,13 @@ def deployment_from_spec(
     strength: float | None = None,
     cache: CheckpointCache | None = None,
     progress: bool = True,
+    cached_only: bool = False,
 ) -> Deployment:
     """``cut_name`` of the spec's model, defended by the spec's defense labelled ``defense`` (None: undefended).
 
-    The model and the defended split come from the checkpoint cache when they were built before.
-    ``strength`` defaults to the defense's first.
+    The model and the defended split come from the checkpoint cache when they were built before;
+    ``cached_only`` makes a missing one an error instead of training it. ``strength`` defaults to
+    the defense's first.
     """
     from splitveil.data import load_dataset
 
@@ -65,6 +67,57 @@ def deployment_from_spec(
     level = strength or 0.0
     data = load_dataset(spec.data.name, seed=spec.seed, **spec.data.loader_options())
     check_cuts(spec, data, [cut_name])
-    trained = train_or_load(spec, cache=cache, data=data, progress=progress)
-    deployed = deploy(spec, trained, cut_name, defense_spec, level, cache=cache, progress=progress)
+    trained = train_or_load(spec, cache=cache, data=data, progress=progress, cached_only=cached_only)
+    options = {"cache": cache, "progress": progress, "cached_only": cached_only}
+    deployed = deploy(spec, trained, cut_name, defense_spec, level, **options)
     return Deployment(spec, trained, deployed, defense_spec, level)
+
+
+def load_deployment(
+    run_dir: str | Path, cell_id: str, *, cache: CheckpointCache | None = None, measure: bool = False
+) -> Deployment:
+    """The split a bench run deployed for ``cell_id``, as the bench evaluated it, from the checkpoint
+    cache; nothing is trained (a checkpoint missing from ``cache`` is an error).
+
+    ``cell_id`` is a deploy cell (``deploy/relu22/nopeek/4``) or an attack cell (its deployed split),
+    as ``splitveil bench status`` and the store name them. ``measure`` evaluates the split's test
+    accuracy as the deploy cell did (noise drawn from the spec's seed); otherwise it is None.
+
+    Example::
+
+        deployment = load_deployment("runs/defenses", "deploy/relu22/nopeek/4", cache=CheckpointCache.default())
+        features = deployment.deployed.split.edge(images)
+    """
+    from splitveil.bench.cells import deploy_id
+    from splitveil.bench.run import plan_cells
+    from splitveil.config import load_spec
+
+    run_dir = Path(run_dir)
+    specs = sorted(run_dir.glob("spec.resolved*.yaml"), key=lambda path: path.name != "spec.resolved.yaml")
+    if not specs:
+        raise ConfigError(f"{run_dir} holds no spec.resolved.yaml: it is not a `splitveil bench run` directory")
+    for path in specs:  # the latest spec first, then those an earlier run of other specs left
+        spec = load_spec(path)
+        cells = {cell.id: cell for cell in plan_cells(spec)}
+        if cell_id in cells:
+            break
+    else:
+        deploys = sorted(cell for cell in cells if cell.startswith("deploy/"))
+        raise ConfigError(
+            f"{run_dir} has no cell {cell_id!r}; its deploy cells are: {', '.join(deploys) or 'none'} "
+            "(attack cells name their deployed split too; see `splitveil bench status`)"
+        )
+    cell = cells[cell_id]
+    if cell.cut is None:
+        raise ConfigError(
+            f"cell {cell_id!r} deploys no split (it is the {cell.kind} cell); name a deploy or attack cell"
+        )
+    deploy_cell = cells[deploy_id(cell.cut, cell.defense, cell.strength)]
+    cache = cache or CheckpointCache.default()
+    from splitveil.data import load_dataset
+
+    data = load_dataset(spec.data.name, seed=spec.seed, **spec.data.loader_options())
+    trained = train_or_load(spec, cache=cache, data=data, progress=False, cached_only=True)
+    options = {"cache": cache, "progress": False, "cached_only": True, "measure": measure}
+    deployed = deploy(spec, trained, cell.cut, deploy_cell.defense_spec, cell.strength, **options)
+    return Deployment(spec, trained, deployed, deploy_cell.defense_spec, cell.strength)
