@@ -41,7 +41,8 @@ def bench_run(
     executor: Annotated[str, typer.Option(help="Where cells run: local (a process pool) or ray.")] = "local",
     workers: Annotated[int | None, typer.Option(min=1, help="Local worker processes (default: one per core).")] = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Torch threads per local worker (default: cores / workers).")
+        int | None,
+        typer.Option(min=1, help="Torch threads per local worker (default: 1; a cell's figures depend on it)."),
     ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address HOST:PORT (default: start a local Ray).")

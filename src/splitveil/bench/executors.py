@@ -41,13 +41,14 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
-        cores = os.cpu_count() or 1
-        self.slots = cores if workers is None else workers
+        self.slots = available_cores() if workers is None else workers
         if self.slots < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.slots}")
         if threads is not None and threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {threads}")
-        self.threads = threads or max(1, cores // self.slots)
+        # One thread per cell unless asked: more would oversubscribe a machine that is busy with
+        # anything else, and a cell's figures depend on its thread count (reproducible at the default).
+        self.threads = threads or 1
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -151,3 +152,11 @@ def _check_reachable(address: str, timeout: float) -> None:
             f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
             f"`ray start --head --port {port}` there, or leave out --address for a local Ray"
         ) from None
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset and cgroup cpusets shrink it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity API (macOS)
+        return os.cpu_count() or 1

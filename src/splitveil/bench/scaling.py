@@ -27,9 +27,7 @@ def time_workers(
     spec: ExperimentSpec, configurations: list[tuple[int, int | None]], *, progress: bool = False
 ) -> list[ScalingPoint]:
     """Wall time of a cold run of ``spec`` for each ``(workers, threads per worker)``, one after the other
-    (threads None: the cores shared among the workers)."""
-    import os
-
+    (threads None: the executor's default, one)."""
     from splitveil.bench.run import run_bench
 
     points = []
@@ -40,6 +38,6 @@ def time_workers(
                 spec, Path(scratch) / "run", cache=CheckpointCache(Path(scratch) / "cache"), progress=progress,
                 workers=count, threads=threads,
             )  # fmt: skip
-            used = threads or max(1, (os.cpu_count() or 1) // count)
+            used = threads or 1
             points.append(ScalingPoint(count, used, time.perf_counter() - started, len(rows)))
     return points
