@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from splitveil.checkpoint import (
     CACHE_FORMAT,
     CheckpointCache,
@@ -30,6 +28,7 @@ from splitveil.config import DefenseSpec, ExperimentSpec
 from splitveil.defenses import Defense, NoDefense, create_defense
 from splitveil.errors import CheckpointError
 from splitveil.experiment import TrainedModel, build_model
+from splitveil.seeding import seeded
 from splitveil.split import SplitModel, cut
 from splitveil.train import evaluate, fit
 
@@ -78,8 +77,7 @@ def deploy(
     split.eval()
     accuracy = None
     if measure:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.seed)  # noise defenses draw from the global generator, as deployed
+        with seeded(spec.seed):  # noise defenses draw from the global generator, as deployed
             accuracy = evaluate(split, trained.data.test, batch_size=spec.train.eval_batch_size)["accuracy"]
     return DeployedSplit(split=split, defense=defense, accuracy=accuracy, from_cache=from_cache, finalize_record=record)
 

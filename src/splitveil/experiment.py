@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from splitveil.checkpoint import (
@@ -28,6 +27,7 @@ from splitveil.config import ExperimentSpec
 from splitveil.data import DatasetSplits, load_dataset
 from splitveil.errors import CheckpointError
 from splitveil.models import create_model
+from splitveil.seeding import seeded
 from splitveil.split import cut
 from splitveil.train import fit
 
@@ -49,8 +49,7 @@ class TrainedModel:
 
 def build_model(spec: ExperimentSpec, data: DatasetSplits) -> nn.Module:
     """The spec's zoo model, sized to the dataset, initialised from the spec's seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
+    with seeded(spec.seed):
         return create_model(
             spec.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **spec.model.options
         )

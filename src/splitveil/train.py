@@ -1,7 +1,7 @@
 """The one training loop. Defenses plug in through loss terms and hooks; none owns a loop.
 
 Deterministic on CPU: shuffling uses an explicit ``torch.Generator`` seeded from the run's seed, and
-the loop runs inside ``torch.random.fork_rng`` so layers that draw from torch's global generator
+the loop runs inside ``splitveil.seeding.seeded`` so layers that draw from torch's global generator
 (dropout, noise defenses) are seeded too while the caller's global RNG state is left untouched.
 """
 
@@ -20,6 +20,7 @@ from torch import nn
 from splitveil.config import TrainConfig
 from splitveil.data import DatasetSplits, ImageSet
 from splitveil.progress import progress_bar
+from splitveil.seeding import seeded
 from splitveil.split import SplitModel
 
 
@@ -137,8 +138,7 @@ def fit(
     most accurate epoch would pick the least defended one. Test accuracy is measured once, at the end.
     """
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         generator = torch.Generator().manual_seed(seed)
         optimizer = _make_optimizer(model, config)
         state = TrainState(

@@ -41,6 +41,7 @@ from torch import nn
 from splitveil.attacks.decoder import ResizeTo
 from splitveil.attacks.training import _batches
 from splitveil.progress import progress_bar
+from splitveil.seeding import seeded
 
 
 class VAE(nn.Module):
@@ -115,8 +116,7 @@ def train_vae(
     if len(images) == 0:
         raise ValueError("train_vae needs at least one image")
     history: list[float] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
         vae.train()

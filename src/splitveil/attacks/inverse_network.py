@@ -48,6 +48,7 @@ from splitveil.attacks.options import check_choice, check_non_negative, check_po
 from splitveil.attacks.registry import ATTACKS
 from splitveil.attacks.training import PRECISIONS, Loss, Precision, train_on_pairs
 from splitveil.metrics.image import ssim_fast
+from splitveil.seeding import seeded
 
 #: Images sent to the edge (and decoded) per call, to bound memory on large query sets.
 CHUNK = 256
@@ -117,8 +118,7 @@ class _QueryDecoderAttack(Attack):
 
     def fit(self) -> _QueryDecoderAttack:
         images = self.query_images()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # noise defenses in the edge draw from the global generator
+        with seeded(self.seed):  # noise defenses in the edge draw from the global generator
             self.stochastic_edge = is_stochastic(self.view.query, images)
             features = torch.cat([self._query(chunk) for chunk in images.split(CHUNK)])
             scale = Standardize.fitted(features) if self.standardize else None

@@ -47,6 +47,7 @@ from splitveil.attacks.registry import ATTACKS
 from splitveil.attacks.rmle import relative_feature_error
 from splitveil.attacks.training import train_on_pairs
 from splitveil.progress import Advance, progress_bar
+from splitveil.seeding import seeded
 
 #: Weight of the encoder's pixel MSE against its latent MSE. At 10 the pixel term is most of the loss
 #: once trained (0.13 of 0.17), the latent term still steers the start. Black-box MSE on 256
@@ -108,8 +109,7 @@ class _LearnedPriorAttack(Attack):
 
     def fit(self) -> _LearnedPriorAttack:
         images = self.view.aux.images
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # module initialisation draws from the global generator
+        with seeded(self.seed):  # module initialisation draws from the global generator
             vae = VAE(input_shape=self.view.input_shape, latent_dim=self.latent_dim, width=self.width)
         self.vae_history = train_vae(
             vae,
@@ -124,8 +124,7 @@ class _LearnedPriorAttack(Attack):
         vae.requires_grad_(False)
         with torch.no_grad():
             means = torch.cat([vae.encode(chunk)[0] for chunk in images.split(CHUNK)])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # noise defenses in the edge draw from the global generator
+        with seeded(self.seed):  # noise defenses in the edge draw from the global generator
             features = self.edge_features(images)
             encoder = build_latent_encoder(features.shape[1:], self.latent_dim, width=self.width)
             self.stochastic_edge = is_stochastic(self.edge_features, images)
@@ -228,8 +227,7 @@ class WhiteBoxLearnedPriorAttack(_LearnedPriorAttack):
         was_training = edge.training
         try:
             edge.eval()
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)  # noise layers inside the edge draw from the global generator
+            with seeded(self.seed):  # noise layers inside the edge draw from the global generator
                 chunks = list(zip(z.detach().split(CHUNK), start.split(CHUNK), strict=True))
                 total = self.steps * len(chunks)
                 with progress_bar("learned prior: latent search", total=total, enabled=self.progress) as advance:

@@ -24,6 +24,7 @@ from torch import nn
 from splitveil.attacks.training import train_on_pairs
 from splitveil.data import ImageSet
 from splitveil.salt.split import SaltedSplit
+from splitveil.seeding import seeded
 from splitveil.split import SplitModel
 
 Observation = Literal["logits", "features", "both"]
@@ -150,8 +151,7 @@ class OutputInferenceAttack:
         return self.salt_head(seen.observation(self.observe)).argmax(dim=1)
 
     def _train(self, inputs: torch.Tensor, targets: torch.Tensor, classes: int, what: str) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             head = _Standardized(inputs, classes, self.hidden)
         train_on_pairs(
             head,
@@ -171,8 +171,7 @@ class OutputInferenceAttack:
 @torch.no_grad()
 def observe_audit(split: SplitModel, *, aux: ImageSet, targets: ImageSet, seed: int) -> tuple[CloudView, CloudView]:
     """What the cloud sees of the attacker's ``aux`` queries and of the ``targets``, salts seeded by ``seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the device's salts for the attacker's queries and the targets, reproducibly
+    with seeded(seed):  # the device's salts for the attacker's queries and the targets, reproducibly
         was_training = split.training
         split.eval()
         seen_aux = observe_queries(split, aux.images)

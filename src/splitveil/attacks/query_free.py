@@ -29,6 +29,7 @@ from splitveil.attacks.options import check_choice, check_non_negative, check_po
 from splitveil.attacks.registry import ATTACKS
 from splitveil.attacks.rmle import Preset, RMLESettings, resolve_settings, rmle_invert
 from splitveil.attacks.training import train_on_pairs
+from splitveil.seeding import seeded
 
 
 @ATTACKS.register("query-free")
@@ -70,8 +71,7 @@ class QueryFreeAttack(Attack):
 
     def fit(self) -> QueryFreeAttack:
         architecture = self.view.edge_architecture
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             shadow = _reinitialised(architecture)
         cloud = copy.deepcopy(self.view.cloud).eval().requires_grad_(False)
         aux = self.view.aux

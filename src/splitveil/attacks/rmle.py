@@ -44,6 +44,7 @@ from splitveil.attacks.depth import Depth, cut_depth
 from splitveil.attacks.options import check_choice, check_non_negative, check_positive
 from splitveil.attacks.registry import ATTACKS
 from splitveil.progress import progress_bar
+from splitveil.seeding import seeded
 
 Preset = Literal["auto", "shallow", "middle", "deep"]
 
@@ -108,8 +109,7 @@ def rmle_invert(
     Shared by :class:`WhiteBoxRMLE` (the deployed edge) and the query-free attack (a shadow edge).
     """
     z = z.detach()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # noise layers inside the edge draw from the global generator
+    with seeded(seed):  # noise layers inside the edge draw from the global generator
         x = torch.full((z.shape[0], *input_shape), 0.5, requires_grad=True)
         optimizer = torch.optim.Adam([x], lr=lr)
         with progress_bar("rMLE", total=steps, enabled=progress) as advance:

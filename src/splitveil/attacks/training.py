@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from splitveil.progress import progress_bar
+from splitveil.seeding import seeded
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Precision = Literal["fp32", "bf16"]
@@ -52,7 +53,7 @@ def train_on_pairs(
     stay in float32.
 
     Mini-batches are shuffled every epoch with a ``torch.Generator`` seeded from ``seed``, and the
-    loop runs inside ``torch.random.fork_rng`` seeded the same way (for dropout or noise layers), so
+    loop runs inside ``splitveil.seeding.seeded`` the same way (for dropout or noise layers), so
     the result depends on ``seed`` alone and the caller's global RNG is untouched.
 
     ``head`` is an optional fixed module applied after ``module`` (e.g. a frozen cloud half when
@@ -71,8 +72,7 @@ def train_on_pairs(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     history: list[float] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(module.parameters(), lr=lr)
         steps_per_epoch = repeats * len(_batches(torch.arange(count), batch_size))

@@ -25,6 +25,7 @@ from safetensors.torch import save
 from splitveil.bench.cells import Cell, evaluator_fingerprint
 from splitveil.checkpoint import CheckpointCache, load_weights, save_checkpoint
 from splitveil.config import ExperimentSpec, parse_spec
+from splitveil.seeding import seeded
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,7 @@ def _deploy(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
     split = deployed.split
     profile = split.profile(data.input_shape)
     mi_images = data.test.take(spec.audit.mine.samples).images
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)  # a noisy edge samples its noise as deployed, reproducibly
+    with seeded(spec.seed):  # a noisy edge samples its noise as deployed, reproducibly
         mi = feature_mutual_information(split, mi_images, spec.audit.mine, seed=spec.seed)
     outputs = output_privacy(split, spec.audit.output, data=data, seed=spec.seed, progress=False)
     return {

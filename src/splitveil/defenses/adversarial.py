@@ -18,7 +18,7 @@ How it plugs into :func:`splitveil.train.fit`:
   The inverter is not a submodule of the split, so the model's optimiser never holds its parameters
   (the hook checks this on its first step).
 * An :class:`~splitveil.train.TrainHook` then trains the inverter with its own Adam on the batch's
-  detached ``(z, x)``, inside ``torch.random.fork_rng``: the inverter's steps never consume the
+  detached ``(z, x)``, inside ``splitveil.seeding.seeded()``: the inverter's steps never consume the
   global random stream that drives the model's training (noise, dropout), so at strength 0 the
   model trains exactly as without the defense while the adversary still learns (useful as a report
   of how invertible the undefended features are).
@@ -44,6 +44,7 @@ from splitveil.attacks.decoder import build_decoder
 from splitveil.defenses.base import Defense
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError
+from splitveil.seeding import seeded
 from splitveil.train import Batch, TrainHook, TrainState
 
 
@@ -180,7 +181,7 @@ class AdversarialDefense(Defense):
         assert self._optimizer is not None
         adversary.train()
         # Forked so that whatever the inverter may draw never shifts the model's random stream.
-        with torch.random.fork_rng(devices=[]):
+        with seeded():
             for _ in range(self.adversary_steps):
                 loss = F.mse_loss(adversary(z), x)
                 self._optimizer.zero_grad(set_to_none=True)
@@ -193,8 +194,7 @@ class AdversarialDefense(Defense):
     def _ensure_adversary(self, z: torch.Tensor, x: torch.Tensor) -> nn.Module:
         feature_shape = tuple(z.shape[1:])
         if self._adversary is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)  # same inverter for the same seed; the caller's stream untouched
+            with seeded(self.seed):  # same inverter for the same seed; the caller's stream untouched
                 decoder = build_decoder(feature_shape, x.shape[1:], width=self.adversary_width)
             adversary = nn.Sequential(Standardize(), decoder) if self.normalize_z else decoder
             self._adversary = adversary.to(z.device).eval()

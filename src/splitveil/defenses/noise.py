@@ -19,8 +19,8 @@ Design decisions [ours]:
   move up) and make its distribution depend on the image; the edge simply receives values outside
   the image range, which is what a device adding noise to its sensor reading would compute.
 * Samples come from torch's **global** generator, so that they are reproducible wherever randomness
-  is seeded: :func:`splitveil.train.fit` seeds it inside ``torch.random.fork_rng``, and attacks
-  querying the deployed edge seed their own ``fork_rng``. The modules keep no generator of their
+  is seeded: :func:`splitveil.train.fit` seeds it inside ``splitveil.seeding.seeded``, and attacks
+  querying the deployed edge seed their own ``seeded`` block. The modules keep no generator of their
   own (it would be state shared across every use of the split).
 * Strength 0 returns the input tensor itself and draws nothing, so it is exactly the identity and
   leaves the global random stream untouched.

@@ -45,6 +45,7 @@ from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.funnel import edge_output
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError
+from splitveil.seeding import seeded
 from splitveil.split import SplitModel, trace
 from splitveil.train import Batch, TrainHook
 
@@ -191,8 +192,7 @@ class PriProDefense(Defense):
         if self.strength == 0:
             return split
         channels = edge_output(trace(split.edge)).channels
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # the same generator for the same seed; the caller's stream untouched
+        with seeded(self.seed):  # the same generator for the same seed; the caller's stream untouched
             noise = AttentionNoise(channels, scale=self.strength, initial_sigma=self.budget)
         self._noise = noise.train(split.edge.training)
         return wrap_edge(split, noise)

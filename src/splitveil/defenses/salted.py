@@ -47,6 +47,7 @@ from splitveil.salt.codes import SaltCode, latin_code, permutation_code, shift_c
 from splitveil.salt.layer import SaltedEdge, SaltMaps, SaltVector
 from splitveil.salt.sources import TorchSalts
 from splitveil.salt.split import SaltedSplit
+from splitveil.seeding import seeded
 from splitveil.split import SplitModel, cut, trace, valid_cuts
 from splitveil.surgery import first_layer, widen_input
 from splitveil.train import Batch
@@ -115,8 +116,7 @@ class SaltedDefense(Defense):
         code = self._code(split.cloud)
         original = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
         channels = max(1, round(self.strength * original))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # the same salt layers for the same seed; the caller's stream untouched
+        with seeded(self.seed):  # the same salt layers for the same seed; the caller's stream untouched
             widen_input(after, channels)  # type: ignore[arg-type]
             if isinstance(layer, nn.Conv2d):
                 maps: SaltMaps | SaltVector = SaltMaps(

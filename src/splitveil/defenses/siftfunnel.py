@@ -50,6 +50,7 @@ from splitveil.defenses.funnel import attach_funnel, edge_output
 from splitveil.defenses.nopeek import distance_correlation
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError
+from splitveil.seeding import seeded
 from splitveil.split import SplitModel, trace
 from splitveil.train import Batch
 
@@ -208,8 +209,7 @@ class SiftFunnelDefense(Defense):
                 f"{self.name}: funnel_channels={self.funnel_channels} would widen the {width}-channel feature at cut "
                 f"{split.cut_name!r}; choose at most {width} (the paper narrows sharply, e.g. 64 -> 4..12)"
             )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # the same funnel for the same seed; the caller's stream untouched
+        with seeded(self.seed):  # the same funnel for the same seed; the caller's stream untouched
             return attach_funnel(
                 split,
                 channels=self.funnel_channels,

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from splitveil.seeding import seeded
+
 # Marginal pairs for the final bound: each x is paired with the z of this many other rows.
 _EVAL_SHIFTS = 16
 # Dimensions whose training-row std is below this fraction of the median std are treated as constant
@@ -191,8 +193,7 @@ def estimate_mi(
     x2 = _prepare(x2, train_rows, max_dim, projections)
     z2 = _prepare(z2, train_rows, max_dim, projections)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # nn.Linear initialises from the global RNG
+    with seeded(seed):  # nn.Linear initialises from the global RNG
         mine = MINE(x2.shape[1], z2.shape[1], hidden=hidden, ema_rate=ema_rate).to(x2.device)
     optimizer = torch.optim.Adam(mine.parameters(), lr=lr)
     # Annealing the step size to zero lets the final network settle instead of being one noisy

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from splitveil.data.base import DatasetSplits, ImageSet
+from splitveil.seeding import seeded
 
 # Fraction of the evaluator's data kept aside to choose its best epoch.
 _VAL_FRACTION = 0.2
@@ -104,8 +105,7 @@ def train_evaluation_classifier(
         raise ValueError(f"an evaluation classifier needs at least 2 classes, got {classes}")
 
     splits = _evaluator_splits(images, num_classes=classes, seed=seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # zoo models initialise from the global RNG
+    with seeded(seed):  # zoo models initialise from the global RNG
         classifier = create_model(model, input_shape=splits.input_shape, num_classes=classes, **(model_options or {}))
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
     fit(classifier, splits, config, seed=seed, progress=False)

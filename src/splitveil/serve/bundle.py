@@ -34,6 +34,7 @@ from splitveil.deploy import DeployedSplit
 from splitveil.errors import CheckpointError
 from splitveil.experiment import TrainedModel
 from splitveil.models import create_model
+from splitveil.seeding import seeded
 from splitveil.serve.bundle_metadata import check_bundle_metadata, read_bundle_metadata
 from splitveil.serve.bundle_weights import load_bundle_weights
 from splitveil.serve.tensor_budget import BudgetExceeded, TensorBudget
@@ -81,7 +82,7 @@ def export_bundle(
     out = Path(out)
     split = deployed.split.eval()
     data = trained.data
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    with torch.no_grad(), seeded():
         feature_shape = tuple(split.edge(data.test.images[:1]).shape[1:])
     common: dict[str, Any] = {
         "bundle_format": BUNDLE_FORMAT,
@@ -134,7 +135,7 @@ def load_half(path: str | Path, half: Half) -> LoadedHalf:
 def _skeleton(metadata: dict[str, Any], meta_path: Path) -> SplitModel:
     """The deployed split's architecture with placeholder weights (each half's are loaded after)."""
     model_spec = metadata["spec"]["model"]
-    with _blaming(meta_path, "spec.model"), torch.random.fork_rng(devices=[]):
+    with _blaming(meta_path, "spec.model"), seeded():
         model = create_model(
             model_spec["name"],
             input_shape=tuple(metadata["input_shape"]),
@@ -178,7 +179,7 @@ def _dry_run(module: nn.Module, half: Half, metadata: dict[str, Any], meta_path:
 def _run(module: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     """``module`` on ones of ``shape`` (zeros would leave every weight but the biases untried); the
     caller's random streams untouched (defenses draw noise and salts)."""
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    with torch.no_grad(), seeded():
         output = module(torch.ones(shape))
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"the module returned a {type(output).__name__}, not a tensor")
