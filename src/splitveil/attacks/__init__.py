@@ -14,6 +14,8 @@ Registered attacks (He, Zhang and Lee, ACSAC 2019, unless noted), by name -> cla
 - ``output-oracle`` -> :class:`OutputOracle`: edge queries, cloud model, auxiliary data (an oracle:
   what the cloud's answer alone reconstructs, the floor leakage is judged above)
 - ``label-oracle`` -> :class:`LabelOracle`: auxiliary data, target labels (an oracle: the true label alone)
+- ``prior-image`` -> :class:`PriorImageAttack`: auxiliary data (the best single image knowing nothing
+  of the input: a floor under every cell's strongest attack)
 
 Build one with ``create_attack(name, view, seed=..., progress=..., **options)``; an unknown option
 is a :class:`~splitveil.errors.ConfigError` listing the valid ones (:func:`attack_options`).
@@ -27,6 +29,7 @@ from splitveil.attacks.decoder import build_decoder
 from splitveil.attacks.inverse_network import InverseNetworkAttack, NoiseQueryInverseNetworkAttack
 from splitveil.attacks.learned_prior import LearnedPriorAttack, WhiteBoxLearnedPriorAttack
 from splitveil.attacks.oracles import LabelOracle, OutputOracle
+from splitveil.attacks.prior import PriorImageAttack
 from splitveil.attacks.query_free import QueryFreeAttack
 from splitveil.attacks.registry import ATTACKS, attack_options, create_attack
 from splitveil.attacks.rmle import WhiteBoxRMLE, rmle_invert
@@ -41,6 +44,7 @@ __all__ = [
     "LearnedPriorAttack",
     "NoiseQueryInverseNetworkAttack",
     "OutputOracle",
+    "PriorImageAttack",
     "QueryFreeAttack",
     "WhiteBoxLearnedPriorAttack",
     "WhiteBoxRMLE",

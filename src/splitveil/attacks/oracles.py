@@ -60,17 +60,11 @@ class OutputOracle(_QueryDecoderAttack):
             self._cloud.train(was_training)
 
 
-@ATTACKS.register("label-oracle")
-class LabelOracle(Attack):
-    """The best reconstruction of each target from its true label alone: one image per class.
-
-    ``invert(z)`` returns, for the i-th feature, the prototype of the i-th target label
-    (:attr:`AttackerView.target_labels`): the features themselves are never read, so ``z`` must come
-    in the order of those labels.
-    """
-
-    requires = frozenset({Capability.AUX_DATA, Capability.TARGET_LABELS})
-    oracle = True
+class ImageSearchAttack(Attack):
+    """Options shared by the attacks that search for an image matching auxiliary images by SSIM
+    (:class:`LabelOracle` per class, :class:`~splitveil.attacks.prior.PriorImageAttack` overall):
+    ``metric`` ``"ssim"`` ascends the mean SSIM from the mean image, ``"mse"`` keeps the mean;
+    ``steps`` and ``lr`` of the ascent; ``samples`` auxiliary images it is computed on."""
 
     def __init__(
         self,
@@ -88,6 +82,22 @@ class LabelOracle(Attack):
         check_positive(steps=steps, lr=lr, samples=samples)
         self.seed, self.progress, self.metric, self.steps, self.lr = seed, progress, metric, steps, lr
         self.samples = samples
+
+
+@ATTACKS.register("label-oracle")
+class LabelOracle(ImageSearchAttack):
+    """The best reconstruction of each target from its true label alone: one image per class.
+
+    ``invert(z)`` returns, for the i-th feature, the prototype of the i-th target label
+    (:attr:`AttackerView.target_labels`): the features themselves are never read, so ``z`` must come
+    in the order of those labels.
+    """
+
+    requires = frozenset({Capability.AUX_DATA, Capability.TARGET_LABELS})
+    oracle = True
+
+    def __init__(self, view: AttackerView, **options: Any) -> None:
+        super().__init__(view, **options)
         self.prototypes: dict[int, torch.Tensor] = {}
 
     def fit(self) -> LabelOracle:
@@ -104,26 +114,9 @@ class LabelOracle(Attack):
                     # The SSIM optimum of a class is a smooth function of its images: a few hundred
                     # of them pin it down, at a fraction of the cost of every one.
                     sample = members[torch.randperm(len(members), generator=generator)[: self.samples]]
-                    self.prototypes[label] = self._ssim_optimal(mean, sample)[0]
+                    self.prototypes[label] = ssim_optimal_image(mean, sample, steps=self.steps, lr=self.lr)[0]
                 advance()
         return self
-
-    def _ssim_optimal(self, start: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        """Gradient ascent on the mean SSIM against ``members``, from ``start``, kept in [0, 1]; the
-        start is returned when no step improved on it (the search never does worse than the mean)."""
-        image = start.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([image], lr=self.lr)
-        best, best_score = start.clone(), float(ssim_fast(start.expand_as(members), members).mean())
-        for _ in range(self.steps):
-            score = ssim_fast(image.expand_as(members), members).mean()
-            if score.item() > best_score:
-                best, best_score = image.detach().clone(), score.item()
-            optimizer.zero_grad(set_to_none=True)
-            (-score).backward()
-            optimizer.step()
-            with torch.no_grad():
-                image.clamp_(0, 1)
-        return best
 
     def invert(self, z: torch.Tensor) -> torch.Tensor:
         if not self.prototypes:
@@ -138,3 +131,22 @@ class LabelOracle(Attack):
         if missing:
             raise ValueError(f"no auxiliary image of class(es) {missing}: the label oracle has no prototype for them")
         return torch.stack([self.prototypes[int(label)] for label in labels])
+
+
+def ssim_optimal_image(start: torch.Tensor, members: torch.Tensor, *, steps: int, lr: float) -> torch.Tensor:
+    """The one image ``[1, C, H, W]`` with the highest mean SSIM against ``members``: gradient ascent
+    from ``start``, kept in [0, 1]; ``start`` is returned when no step improved on it (the search
+    never does worse than where it began, the mean image for its callers)."""
+    image = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([image], lr=lr)
+    best, best_score = start.clone(), float(ssim_fast(start.expand_as(members), members).mean())
+    for _ in range(steps):
+        score = ssim_fast(image.expand_as(members), members).mean()
+        if score.item() > best_score:
+            best, best_score = image.detach().clone(), score.item()
+        optimizer.zero_grad(set_to_none=True)
+        (-score).backward()
+        optimizer.step()
+        with torch.no_grad():
+            image.clamp_(0, 1)
+    return best
