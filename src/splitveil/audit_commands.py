@@ -42,6 +42,7 @@ def attack(
     from splitveil.checkpoint import CheckpointCache
     from splitveil.config import load_spec, parse_attack
     from splitveil.serve.deployment import deployment_from_spec
+    from splitveil.serve_commands import read_images
 
     if originals and capture is None:
         raise ConfigError("--originals scores a capture's reconstructions; give --capture FILE too")
@@ -67,7 +68,7 @@ def attack(
         score = f"SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, MSE {outcome.mse:.4f}{reid}"
         typer.echo(f"{label} on {len(chosen)} test images: {score}; grid: {out}")
         return
-    sent = None if not originals else _original_images(originals, data.input_shape)
+    sent = None if not originals else read_images(originals, data.input_shape)[0]
     audit = audit_capture(split, attack_spec, capture, data=data, seed=resolved.seed, progress=progress, originals=sent)
     for damage in audit.damage:
         typer.echo(f"warning: {damage}", err=True)
@@ -92,13 +93,6 @@ def _reid_summary(reid) -> str:
         f"re-identified top-1 {reid.top1:.3f} / top-5 {reid.top5:.3f} of {reid.candidates}"
         f" (chance {reid.chance_top1:.3f}; {reid.distance} distance)"
     )
-
-
-def _original_images(paths: list[Path], input_shape: tuple[int, int, int]):
-    from splitveil.serve_commands import read_images
-
-    images, _ = read_images(paths, input_shape)
-    return images
 
 
 #: 1e-2 and the like: YAML 1.1 reads them as text (it wants 1.0e-2), but on a command line they are numbers.

@@ -139,7 +139,7 @@ def ssim_optimal_image(start: torch.Tensor, members: torch.Tensor, *, steps: int
     never does worse than where it began, the mean image for its callers)."""
     image = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([image], lr=lr)
-    best, best_score = start.clone(), float(ssim_fast(start.expand_as(members), members).mean())
+    best, best_score = start.clone(), mean_ssim(start, members)
     for _ in range(steps):
         score = ssim_fast(image.expand_as(members), members).mean()
         if score.item() > best_score:
@@ -150,3 +150,8 @@ def ssim_optimal_image(start: torch.Tensor, members: torch.Tensor, *, steps: int
         with torch.no_grad():
             image.clamp_(0, 1)
     return best
+
+
+def mean_ssim(image: torch.Tensor, images: torch.Tensor) -> float:
+    """The mean SSIM of one image ``[1, C, H, W]`` against each of ``images``."""
+    return float(ssim_fast(image.expand_as(images), images).mean())

@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from splitveil.attacks.base import AttackerView, Capability
-from splitveil.attacks.oracles import ImageSearchAttack, ssim_optimal_image
+from splitveil.attacks.oracles import ImageSearchAttack, mean_ssim, ssim_optimal_image
 from splitveil.attacks.registry import ATTACKS
-from splitveil.metrics.image import ssim_fast
 
 
 @ATTACKS.register("prior-image")
@@ -47,7 +46,7 @@ class PriorImageAttack(ImageSearchAttack):
         ascended = ssim_optimal_image(mean, fitted, steps=self.steps, lr=self.lr)
         # An image tuned to a sample can fit it and miss the rest: keep it only if it also beats the
         # mean on auxiliary images it was not tuned on (the mean, when none are left over).
-        if len(held_out) and _mean_ssim(ascended, held_out) > _mean_ssim(mean, held_out):
+        if len(held_out) and mean_ssim(ascended, held_out) > mean_ssim(mean, held_out):
             self.image = ascended
         else:
             self.image = mean
@@ -57,7 +56,3 @@ class PriorImageAttack(ImageSearchAttack):
         if self.image is None:
             raise RuntimeError("PriorImageAttack.invert() needs its image: call fit() first")
         return self.image.expand(len(z), *self.image.shape[1:]).clone()
-
-
-def _mean_ssim(image: torch.Tensor, images: torch.Tensor) -> float:
-    return float(ssim_fast(image.expand_as(images), images).mean())

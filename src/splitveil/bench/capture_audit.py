@@ -25,7 +25,6 @@ from splitveil.data import DatasetSplits
 from splitveil.errors import ConfigError, WireFormatError
 from splitveil.metrics import mse, psnr, ssim
 from splitveil.serve.capture_reader import CaptureDamage, CaptureReader
-from splitveil.serve.codec import read_header
 from splitveil.split import SplitModel
 
 #: Samples inverted at once: a few MB of features and reconstructions at any cut of the models here.
@@ -65,17 +64,13 @@ def survey_capture(path: str | Path, expected_shape: tuple[int, ...]) -> Capture
     """Count the samples at ``path`` (and its rotated files) from the frame headers; refuse a capture
     that is empty or whose features are not the ``expected_shape`` the deployment sends."""
     frames = samples = 0
-    for index, body in enumerate(CaptureReader(path).frames()):
-        try:
-            shape = read_header(body).shape
-        except WireFormatError as exc:
-            raise WireFormatError(f"{path}: frame {index} is not a wire-format tensor ({exc})") from None
-        if tuple(shape[1:]) != tuple(expected_shape):
+    for header in CaptureReader(path).headers():
+        if tuple(header.shape[1:]) != tuple(expected_shape):
             raise ConfigError(
-                f"{path} holds features of shape {tuple(shape[1:])}, but this deployment sends {tuple(expected_shape)}; "
+                f"{path} holds features of shape {tuple(header.shape[1:])}, but this deployment sends {tuple(expected_shape)}; "
                 "attack with the spec, cut and defense the server's bundle was exported from"
             )
-        frames, samples = frames + 1, samples + shape[0]
+        frames, samples = frames + 1, samples + header.shape[0]
     if samples == 0:
         raise ConfigError(f"{path} holds no captured requests yet; send the server requests first")
     return CaptureSurvey(frames=frames, samples=samples, feature_shape=tuple(expected_shape))
@@ -92,11 +87,11 @@ def captured_chunks(reader: CaptureReader, *, limit: int, chunk_samples: int) ->
         tensor = tensor[: limit - taken]
         pending.append(tensor)
         held, taken = held + len(tensor), taken + len(tensor)
-        while held >= chunk_samples:
+        if held >= chunk_samples:  # one concatenation per frame, however many chunks it completes
             joined = torch.cat(pending)
-            yield joined[:chunk_samples]
-            rest = joined[chunk_samples:]
-            pending, held = ([rest] if len(rest) else []), len(rest)
+            full = held - held % chunk_samples
+            yield from joined[:full].split(chunk_samples)
+            pending, held = ([joined[full:]] if full < held else []), held - full
         if taken >= limit:
             break
     if held:

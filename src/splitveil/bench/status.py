@@ -37,7 +37,7 @@ def run_status(directory: str | Path) -> RunStatus:
         )
     with ResultStore(directory) as store:
         stored, started = store.cells(), store.running()
-    cells = _cells_of(load_spec(spec_file), stored)
+    cells = cells_of_run(load_spec(spec_file), stored)
     remaining_seconds, untimed = _remaining(cells, stored)
     known = {cell.id for cell in cells}
     done = Counter(entry.kind for cell_id, entry in stored.items() if entry.status == "done" and cell_id in known)
@@ -57,8 +57,8 @@ def run_status(directory: str | Path) -> RunStatus:
     )
 
 
-def _cells_of(spec: ExperimentSpec, stored: dict[str, StoredCell]) -> list[Cell]:
-    """The run's cells. Its cuts were checked when it started, so the dataset is read only when the
+def cells_of_run(spec: ExperimentSpec, stored: dict[str, StoredCell]) -> list[Cell]:
+    """The cells ``spec`` gives a run directory whose store holds ``stored``. Its cuts were checked when it started, so the dataset is read only when the
     spec names no cuts and the train cell has not yet recorded the model's."""
     if spec.cuts:
         return expand_cells(spec, spec.cuts)

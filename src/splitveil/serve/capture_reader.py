@@ -34,7 +34,7 @@ from splitveil.serve.capture_format import (
     body_length,
     body_matches,
 )
-from splitveil.serve.codec import decode
+from splitveil.serve.codec import Header, decode, read_header
 
 _SCAN_CHUNK = 1 << 20
 
@@ -207,22 +207,36 @@ class CaptureReader:
 
     __iter__ = frames
 
+    def headers(self) -> Iterator[Header]:
+        """Every frame's wire header, without decoding a payload (a cheap count of the samples)."""
+        for _, header, _ in self._checked_frames():
+            yield header
+
     def tensors(self) -> Iterator[torch.Tensor]:
         """Every frame decoded to float32 ``(n, *feature_shape)``; all frames must share one feature shape."""
+        for index, header, body in self._checked_frames():
+            try:
+                yield decode(body, header=header)
+            except WireFormatError as exc:
+                raise WireFormatError(f"{self.path}: frame {index} is not a wire-format tensor ({exc})") from None
+
+    def _checked_frames(self) -> Iterator[tuple[int, Header, bytes]]:
+        """Each frame's index, parsed header and body; a frame that is no wire tensor, or whose feature
+        shape differs from the first frame's, is a ``WireFormatError``."""
         shape: tuple[int, ...] | None = None
         for index, body in enumerate(self.frames()):
             try:
-                tensor = decode(body)
+                header = read_header(body)
             except WireFormatError as exc:
                 raise WireFormatError(f"{self.path}: frame {index} is not a wire-format tensor ({exc})") from None
+            found = tuple(header.shape[1:])
             if shape is None:
-                shape = tuple(tensor.shape[1:])
-            elif tuple(tensor.shape[1:]) != shape:
-                found = tuple(tensor.shape[1:])
+                shape = found
+            elif found != shape:
                 raise WireFormatError(
                     f"{self.path} mixes feature shapes {shape} and {found} (frame {index}); capture one model per file"
                 )
-            yield tensor
+            yield index, header, body
 
 
 def iter_capture(path: str | Path) -> Iterator[bytes]:

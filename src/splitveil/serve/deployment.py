@@ -89,22 +89,28 @@ def load_deployment(
         features = deployment.deployed.split.edge(images)
     """
     from splitveil.bench.cells import deploy_id
-    from splitveil.bench.run import plan_cells
+    from splitveil.bench.status import cells_of_run
+    from splitveil.bench.store import STORE_FILE, ResultStore
     from splitveil.config import load_spec
 
     run_dir = Path(run_dir)
     specs = sorted(run_dir.glob("spec.resolved*.yaml"), key=lambda path: path.name != "spec.resolved.yaml")
-    if not specs:
-        raise ConfigError(f"{run_dir} holds no spec.resolved.yaml: it is not a `splitveil bench run` directory")
+    if not specs or not (run_dir / STORE_FILE).is_file():
+        raise ConfigError(
+            f"{run_dir} holds no spec.resolved.yaml and {STORE_FILE}: it is not a `splitveil bench run` directory"
+        )
+    with ResultStore(run_dir) as store:
+        stored = store.cells()
+    deploys: set[str] = set()
     for path in specs:  # the latest spec first, then those an earlier run of other specs left
         spec = load_spec(path)
-        cells = {cell.id: cell for cell in plan_cells(spec)}
+        cells = {cell.id: cell for cell in cells_of_run(spec, stored)}
         if cell_id in cells:
             break
+        deploys |= {cell for cell in cells if cell.startswith("deploy/")}
     else:
-        deploys = sorted(cell for cell in cells if cell.startswith("deploy/"))
         raise ConfigError(
-            f"{run_dir} has no cell {cell_id!r}; its deploy cells are: {', '.join(deploys) or 'none'} "
+            f"{run_dir} has no cell {cell_id!r}; its deploy cells are: {', '.join(sorted(deploys)) or 'none'} "
             "(attack cells name their deployed split too; see `splitveil bench status`)"
         )
     cell = cells[cell_id]
