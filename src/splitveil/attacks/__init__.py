@@ -11,6 +11,8 @@ Registered attacks (He, Zhang and Lee, ACSAC 2019, unless noted), by name -> cla
 - ``query-free`` -> :class:`QueryFreeAttack`: cloud model, edge architecture, auxiliary data
 - ``learned-prior`` -> :class:`LearnedPriorAttack`: edge queries, auxiliary data (a VAE prior, GLASS-style)
 - ``learned-prior-whitebox`` -> :class:`WhiteBoxLearnedPriorAttack`: edge weights, auxiliary data
+- ``joint-inverse-network`` -> :class:`JointInverseNetworkAttack`: edge queries, cloud model,
+  auxiliary data (an inverse network reading the feature and the cloud's answer to it)
 - ``output-oracle`` -> :class:`OutputOracle`: edge queries, cloud model, auxiliary data (an oracle:
   what the cloud's answer alone reconstructs, the floor leakage is judged above)
 - ``label-oracle`` -> :class:`LabelOracle`: auxiliary data, target labels (an oracle: the true label alone)
@@ -27,6 +29,7 @@ from __future__ import annotations
 from splitveil.attacks.base import Attack, AttackerView, Capability
 from splitveil.attacks.decoder import build_decoder
 from splitveil.attacks.inverse_network import InverseNetworkAttack, NoiseQueryInverseNetworkAttack
+from splitveil.attacks.joint import JointInverseNetworkAttack
 from splitveil.attacks.learned_prior import LearnedPriorAttack, WhiteBoxLearnedPriorAttack
 from splitveil.attacks.oracles import LabelOracle, OutputOracle
 from splitveil.attacks.prior import PriorImageAttack
@@ -40,6 +43,7 @@ __all__ = [
     "AttackerView",
     "Capability",
     "InverseNetworkAttack",
+    "JointInverseNetworkAttack",
     "LabelOracle",
     "LearnedPriorAttack",
     "NoiseQueryInverseNetworkAttack",

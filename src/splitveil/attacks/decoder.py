@@ -96,6 +96,61 @@ class ResizeTo(nn.Module):
         return f"size={self.size}"
 
 
+class FeatureWithAnswer(nn.Module):
+    """Unpack a joint input ``[N, F + K]`` (a flattened ``[C, h, w]`` feature, then the cloud's ``K``
+    outputs) into ``[N, C + channels, h, w]``: the feature map, and beside it a learned
+    ``[channels, h, w]`` map of the answer (a linear projection, so that the answer can place
+    class-specific structure anywhere in the image, which a constant per-channel broadcast could not).
+    """
+
+    def __init__(self, feature_shape: Sequence[int], answer_size: int, channels: int) -> None:
+        super().__init__()
+        self.feature_shape = tuple(int(s) for s in feature_shape)
+        _, h, w = self.feature_shape
+        self.answer_shape = (channels, h, w)
+        self.project = nn.Sequential(nn.Linear(answer_size, channels * h * w), nn.ReLU())
+
+    def forward(self, joint: torch.Tensor) -> torch.Tensor:
+        size = math.prod(self.feature_shape)
+        feature = joint[:, :size].reshape(-1, *self.feature_shape)
+        answer = self.project(joint[:, size:]).reshape(-1, *self.answer_shape)
+        return torch.cat([feature, answer], dim=1)
+
+
+def build_joint_decoder(
+    feature_shape: Sequence[int],
+    answer_size: int,
+    input_shape: Sequence[int],
+    *,
+    width: int = 64,
+    blocks: int = 0,
+    scale: Standardize | None = None,
+) -> nn.Sequential:
+    """A decoder from ``[N, F + K]`` joint inputs (a flattened feature of ``feature_shape`` followed by
+    ``answer_size`` cloud outputs) to images. A spatial feature is decoded with the answer's learned
+    map as ``width`` extra channels (:class:`FeatureWithAnswer`), so the decoder holds both the
+    inverse network's path and the output oracle's; a flat one as one flat vector.
+    ``scale`` standardises the joint vector element-wise first.
+
+    Example:
+        >>> import torch
+        >>> g = build_joint_decoder((8, 7, 7), 10, (1, 28, 28), width=16)
+        >>> tuple(g(torch.zeros(2, 8 * 7 * 7 + 10)).shape)
+        (2, 1, 28, 28)
+    """
+    feature_shape = tuple(int(s) for s in feature_shape)
+    if len(feature_shape) != 3:
+        joint = (math.prod(feature_shape) + answer_size,)
+        return build_decoder(joint, input_shape, width=width, blocks=blocks, scale=scale)
+    if width < 1:
+        raise ValueError(f"decoder width must be >= 1, got {width}")
+    channels, h, w = feature_shape
+    layers: OrderedDict[str, nn.Module] = OrderedDict() if scale is None else OrderedDict(scale=scale)
+    layers["unpack"] = FeatureWithAnswer(feature_shape, answer_size, width)
+    spatial = _spatial_decoder((channels + width, h, w), tuple(int(s) for s in input_shape), width=width, blocks=blocks)
+    return nn.Sequential(layers | spatial)
+
+
 def build_decoder(
     feature_shape: Sequence[int],
     input_shape: Sequence[int],

@@ -113,6 +113,10 @@ class _QueryDecoderAttack(Attack):
         """What the decoder reads of a transmitted feature ``z`` (default: ``z`` itself)."""
         return z
 
+    def build_decoder(self, observed_shape: torch.Size, scale: Standardize | None) -> nn.Module:
+        """The decoder from what :meth:`observe` returns (``observed_shape`` per sample) to images."""
+        return build_decoder(observed_shape, self.view.input_shape, width=self.width, blocks=self.blocks, scale=scale)
+
     def _query(self, images: torch.Tensor) -> torch.Tensor:
         return self.observe(self.view.query(images))
 
@@ -122,9 +126,7 @@ class _QueryDecoderAttack(Attack):
             self.stochastic_edge = is_stochastic(self.view.query, images)
             features = torch.cat([self._query(chunk) for chunk in images.split(CHUNK)])
             scale = Standardize.fitted(features) if self.standardize else None
-            decoder = build_decoder(
-                features.shape[1:], self.view.input_shape, width=self.width, blocks=self.blocks, scale=scale
-            )
+            decoder = self.build_decoder(features.shape[1:], scale)
         # A stochastic edge is queried afresh for every mini-batch (train_on_pairs draws it inside its
         # own seeded generator state); a deterministic one once, up front.
         inputs, encode = (images, self._query) if self.stochastic_edge else (features, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from splitveil.attacks.base import Attack, AttackerView, Capability
 from splitveil.attacks.inverse_network import _QueryDecoderAttack
@@ -50,14 +51,19 @@ class OutputOracle(_QueryDecoderAttack):
     def query_images(self) -> torch.Tensor:
         return self.view.aux.images
 
-    @torch.no_grad()
     def observe(self, z: torch.Tensor) -> torch.Tensor:
-        was_training = self._cloud.training
-        self._cloud.eval()
-        try:
-            return self._cloud(z).detach()
-        finally:
-            self._cloud.train(was_training)
+        return cloud_answer(self._cloud, z)
+
+
+@torch.no_grad()
+def cloud_answer(cloud: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """What the cloud answers for ``z`` as deployed (in eval mode; the caller's mode is restored)."""
+    was_training = cloud.training
+    cloud.eval()
+    try:
+        return cloud(z).detach()
+    finally:
+        cloud.train(was_training)
 
 
 class ImageSearchAttack(Attack):
