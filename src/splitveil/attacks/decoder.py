@@ -142,12 +142,11 @@ def build_joint_decoder(
     if len(feature_shape) != 3:
         joint = (math.prod(feature_shape) + answer_size,)
         return build_decoder(joint, input_shape, width=width, blocks=blocks, scale=scale)
-    if width < 1:
-        raise ValueError(f"decoder width must be >= 1, got {width}")
+    input_shape = _checked_arguments(input_shape, width=width, blocks=blocks)
     channels, h, w = feature_shape
     layers: OrderedDict[str, nn.Module] = OrderedDict() if scale is None else OrderedDict(scale=scale)
     layers["unpack"] = FeatureWithAnswer(feature_shape, answer_size, width)
-    spatial = _spatial_decoder((channels + width, h, w), tuple(int(s) for s in input_shape), width=width, blocks=blocks)
+    spatial = _spatial_decoder((channels + width, h, w), input_shape, width=width, blocks=blocks)
     return nn.Sequential(layers | spatial)
 
 
@@ -170,18 +169,24 @@ def build_decoder(
         >>> tuple(g(torch.zeros(2, 64, 3, 3)).shape)
         (2, 1, 28, 28)
     """
-    if width < 1:
-        raise ValueError(f"decoder width must be >= 1, got {width}")
-    if blocks < 0:
-        raise ValueError(f"decoder blocks must be >= 0, got {blocks}")
-    input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
+    input_shape = _checked_arguments(input_shape, width=width, blocks=blocks)
     feature_shape = tuple(int(s) for s in feature_shape)
     first: OrderedDict[str, nn.Module] = OrderedDict() if scale is None else OrderedDict(scale=scale)
     if len(feature_shape) == 3:
         return nn.Sequential(first | _spatial_decoder(feature_shape, input_shape, width=width, blocks=blocks))
     return _flat_decoder(math.prod(feature_shape), input_shape, width=width, blocks=blocks, first=first)
+
+
+def _checked_arguments(input_shape: Sequence[int], *, width: int, blocks: int) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of ints, after refusing a width, block count or shape no decoder can have."""
+    if width < 1:
+        raise ValueError(f"decoder width must be >= 1, got {width}")
+    if blocks < 0:
+        raise ValueError(f"decoder blocks must be >= 0, got {blocks}")
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (C, H, W), got {shape}")
+    return shape
 
 
 def _spatial_decoder(

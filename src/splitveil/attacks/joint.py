@@ -17,34 +17,22 @@ verdict.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
-from splitveil.attacks.base import AttackerView, Capability
 from splitveil.attacks.decoder import Standardize, build_joint_decoder
-from splitveil.attacks.inverse_network import _QueryDecoderAttack
-from splitveil.attacks.oracles import cloud_answer
+from splitveil.attacks.oracles import AnswerDecoderAttack
 from splitveil.attacks.registry import ATTACKS
 
 
 @ATTACKS.register("joint-inverse-network")
-class JointInverseNetworkAttack(_QueryDecoderAttack):
+class JointInverseNetworkAttack(AnswerDecoderAttack):
     """Inverse network reading ``z`` flattened and followed by ``cloud(z)``: ``observe(z)`` is that
     joint vector ``[N, F + K]``; the decoder unpacks it (same options as the inverse network)."""
 
-    requires = frozenset({Capability.EDGE_QUERIES, Capability.CLOUD_MODEL, Capability.AUX_DATA})
-
-    def __init__(self, view: AttackerView, **options: Any) -> None:
-        super().__init__(view, **options)
-        self._cloud = view.cloud
-
-    def query_images(self) -> torch.Tensor:
-        return self.view.aux.images
-
     def observe(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([z.flatten(1), cloud_answer(self._cloud, z).flatten(1)], dim=1)
+        return torch.cat([z.flatten(1), self.answer(z).flatten(1)], dim=1)
 
     def build_decoder(self, observed_shape: torch.Size, scale: Standardize | None) -> nn.Module:
         feature_shape = self.view.query(self.view.aux.images[:1]).shape[1:]

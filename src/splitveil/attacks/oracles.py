@@ -31,18 +31,12 @@ from splitveil.metrics.image import ssim_fast
 from splitveil.progress import progress_bar
 
 
-@ATTACKS.register("output-oracle")
-class OutputOracle(_QueryDecoderAttack):
-    """Decode the image from the cloud's output alone (what the cloud learns by computing the answer).
-
-    Trained like the inverse network (same options, same noise-aware training when the edge is
-    stochastic), on ``cloud(edge(x_q))`` for the auxiliary images ``x_q``; ``invert(z)`` decodes
-    ``cloud(z)``. Against a split whose cloud answers the same for every input it can only learn
-    the auxiliary mean image.
-    """
+class AnswerDecoderAttack(_QueryDecoderAttack):
+    """A decoder trained on what the cloud answers for auxiliary queries through the deployed edge
+    (:class:`OutputOracle` reads the answer alone; the joint inverse network, the feature beside it).
+    :meth:`answer` is ``cloud(z)`` as deployed."""
 
     requires = frozenset({Capability.EDGE_QUERIES, Capability.CLOUD_MODEL, Capability.AUX_DATA})
-    oracle = True
 
     def __init__(self, view: AttackerView, **options: Any) -> None:
         super().__init__(view, **options)
@@ -51,8 +45,24 @@ class OutputOracle(_QueryDecoderAttack):
     def query_images(self) -> torch.Tensor:
         return self.view.aux.images
 
-    def observe(self, z: torch.Tensor) -> torch.Tensor:
+    def answer(self, z: torch.Tensor) -> torch.Tensor:
         return cloud_answer(self._cloud, z)
+
+
+@ATTACKS.register("output-oracle")
+class OutputOracle(AnswerDecoderAttack):
+    """Decode the image from the cloud's output alone (what the cloud learns by computing the answer).
+
+    Trained like the inverse network (same options, same noise-aware training when the edge is
+    stochastic), on ``cloud(edge(x_q))`` for the auxiliary images ``x_q``; ``invert(z)`` decodes
+    ``cloud(z)``. Against a split whose cloud answers the same for every input it can only learn
+    the auxiliary mean image.
+    """
+
+    oracle = True
+
+    def observe(self, z: torch.Tensor) -> torch.Tensor:
+        return self.answer(z)
 
 
 @torch.no_grad()
