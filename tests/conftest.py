@@ -10,6 +10,10 @@ import torch
 from splitveil.checkpoint import CheckpointCache
 from splitveil.data import DatasetSplits, ImageSet
 
+# A user's own package, registering components when imported: tests/test_plugins.py imports it in its
+# subprocesses only, so the doctest collector must not import it into this process's registries.
+collect_ignore = ["plugins"]
+
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:

@@ -459,7 +459,7 @@ def test_attack_refuses_bad_set_options_before_training(assignment, expected, ti
 def test_infer_names_an_image_file_it_cannot_read(kind, expected, tmp_path):
     from numpy.lib import format as npy_format
 
-    from splitveil.serve_commands import read_images
+    from splitveil.cli.serve import read_images
 
     path = tmp_path / f"{kind}.npy"
     if kind == "object":

@@ -20,7 +20,7 @@ def test_unknown_key_names_key_and_allowed_keys():
 def test_unknown_top_level_key():
     with pytest.raises(
         ConfigError,
-        match=r"unknown key 'atacks' \(allowed: name, seed, data, model, train, cuts, attacks, defenses, audit\)",
+        match=r"unknown key 'atacks' \(allowed: plugins, name, seed, data, model, train, cuts, attacks, defenses, audit\)",
     ):
         parse_spec({"atacks": []})
 

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from splitveil.errors import ConfigError
+from splitveil.plugins import load_plugins
 
 
 class _Strict(BaseModel):
@@ -243,6 +244,8 @@ class AuditSpec(_Strict):
 class ExperimentSpec(_Strict):
     """One experiment: a model trained on a dataset, the cuts to study and the attacks to run."""
 
+    #: Modules imported before anything else resolves (components registered outside splitveil).
+    plugins: list[str] = Field(default_factory=list)
     name: str = "experiment"
     seed: int = 0
     data: DataSpec = Field(default_factory=DataSpec)
@@ -252,6 +255,15 @@ class ExperimentSpec(_Strict):
     attacks: list[AttackSpec] = Field(default_factory=list)
     defenses: list[DefenseSpec] = Field(default_factory=list)
     audit: AuditSpec = Field(default_factory=AuditSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, raw: Any) -> Any:
+        # Before the fields validate: their names may be registered by a plugin.
+        if isinstance(raw, dict) and raw.get("plugins"):
+            plugins = raw["plugins"]
+            load_plugins(plugins if isinstance(plugins, list) else [plugins])
+        return raw
 
     @model_validator(mode="after")
     def _distinct_defense_labels(self) -> ExperimentSpec:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from splitveil.bench.audit import invert_features, reidentify, run_attack, transmitted_features
+from splitveil.audit import invert_features, reidentify, run_attack, transmitted_features
 from splitveil.config import AttackSpec, ReidSpec
 from splitveil.errors import ConfigError
 from splitveil.models import create_model

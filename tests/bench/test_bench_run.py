@@ -137,7 +137,7 @@ def test_defense_sweep_gives_a_cell_per_strength_and_a_frontier(tmp_path):
 
 def test_a_deployment_loads_from_the_run_directory_as_the_bench_evaluated_it(tmp_path):
     from splitveil import load_deployment
-    from splitveil.bench.audit import run_attack
+    from splitveil.audit import run_attack
     from splitveil.bench.store import ResultStore
     from splitveil.checkpoint import CheckpointCache
 

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitveil.bench.audit import invert_features, score_reconstruction, transmitted_features
+from splitveil.audit import invert_features, score_reconstruction, transmitted_features
 from splitveil.bench.capture_audit import audit_capture, captured_chunks, survey_capture
 from splitveil.config import AttackSpec
 from splitveil.errors import ConfigError

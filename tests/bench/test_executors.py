@@ -151,7 +151,7 @@ def test_unknown_executor_and_misplaced_options_are_named(tmp_path):
 
 
 def test_scaling_times_each_configuration_from_scratch():
-    from splitveil.bench.scaling import time_workers
+    from splitveil.perf.scaling import time_workers
 
     small = parse_spec({**SPEC, "cuts": ["relu22"], "defenses": [], "attacks": SPEC["attacks"][:1]})
     points = time_workers(small, [(1, 1), (2, None)])

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from splitveil.blocks.pruning import channel_groups, fold_masks
 from splitveil.defenses import ChannelMask, PatrolDefense
-from splitveil.defenses.pruning import channel_groups, fold_masks
 from splitveil.errors import ConfigError
 from splitveil.models import create_model
 from splitveil.split import SplitModel, cut

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitveil.blocks.funnel import FunnelBlock, UpProjection, edge_output
 from splitveil.defenses import SiftFunnelDefense, channel_correlation, create_defense, distance_correlation
-from splitveil.defenses.funnel import FunnelBlock, UpProjection, edge_output
 from splitveil.defenses.siftfunnel import smoothed_kl, smoothed_targets
 from splitveil.errors import ConfigError
 from splitveil.models import create_model

@@ -2,7 +2,7 @@
 
 import json
 
-from splitveil.bench.serving import ServeBenchSettings, benchmark_serving, serving_markdown
+from splitveil.perf.serving import ServeBenchSettings, benchmark_serving, serving_markdown
 from splitveil.serve.codec import CODECS
 
 

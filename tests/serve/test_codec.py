@@ -174,8 +174,8 @@ def test_random_bytes_never_crash_the_decoder(body):
 
 
 def test_codec_table_measures_every_codec_against_float32(tiny_data):
-    from splitveil.bench.codecs import codec_table
     from splitveil.models import create_model
+    from splitveil.perf.codecs import codec_table
     from splitveil.split import cut
 
     split = cut(

@@ -177,7 +177,7 @@ def test_unreachable_server_is_retried_then_named(deployments):
 
 
 def test_attack_on_captured_features_matches_the_in_process_audit(deployments, trained, root, tmp_path):
-    from splitveil.bench.audit import run_attack
+    from splitveil.audit import run_attack
     from splitveil.config import AttackSpec
 
     bundles, tokens, test = deployments

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitveil.attacks.training import train_on_pairs
+from splitveil.client_side import DeviceSide
 from splitveil.data import ImageSet
-from splitveil.salt.split import SaltedSplit
 from splitveil.seeding import seeded
 from splitveil.split import SplitModel
 
@@ -55,21 +55,17 @@ class CloudView:
 def observe_queries(split: SplitModel, images: torch.Tensor, *, batch_size: int = 512) -> CloudView:
     """Run ``images`` through the deployed split as clients would; return what the cloud sees.
 
-    A salted split draws a salt per image from its edge's source (seed torch's global generator
-    for reproducibility); an unsalted split has no salts.
+    An edge that keeps a secret (a salted split's salt) draws one per image from its own source
+    (seed torch's global generator for reproducibility); any other edge has no secrets.
     """
+    device = DeviceSide(split.edge)
     zs, logits, salts = [], [], []
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size]
-        if isinstance(split, SaltedSplit):
-            salt = split.edge.source.draw(len(x))
-            z, out = split.salted_forward(x, salt)
-            salts.append(salt)
-        else:
-            z = split.edge(x)
-            out = split.cloud(z)
+        z, salt = device.encode(images[start : start + batch_size])
         zs.append(z)
-        logits.append(out)
+        logits.append(split.cloud(z))
+        if salt is not None:
+            salts.append(salt)
     return CloudView(torch.cat(zs), torch.cat(logits), torch.cat(salts) if salts else None)
 
 
@@ -213,7 +209,7 @@ def score_observation(
 
 def salt_count(split: SplitModel) -> int | None:
     """How many salts a salted split draws from (None: not salted)."""
-    return split.edge.code.num_salts if isinstance(split, SaltedSplit) else None
+    return DeviceSide(split.edge).num_secrets
 
 
 def audit_output_privacy(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from splitveil.bench.audit import fit_attack
+from splitveil.audit import fit_attack
 from splitveil.config import AttackSpec
 from splitveil.data import DatasetSplits
 from splitveil.errors import ConfigError, WireFormatError

@@ -151,7 +151,7 @@ def _deployed(context: _Context, cell: Cell, *, in_deploy_cell: bool):
 
 
 def _deploy(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
-    from splitveil.bench.audit import feature_mutual_information, output_privacy
+    from splitveil.audit import feature_mutual_information, output_privacy
 
     spec, data = context.spec, context.data
     deployed = _deployed(context, cell, in_deploy_cell=True)
@@ -175,7 +175,7 @@ def _deploy(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
 
 
 def _attack(context: _Context, cell: Cell) -> tuple[dict[str, Any], bytes]:
-    from splitveil.bench.audit import run_attack
+    from splitveil.audit import run_attack
 
     spec, data = context.spec, context.data
     deployed = _deployed(context, cell, in_deploy_cell=False)

@@ -27,17 +27,18 @@ Build one with ``create_defense(name, strength=..., **options)``; an unknown opt
 
 from __future__ import annotations
 
+from splitveil.blocks.funnel import FunnelBlock, SpatialAttention, SqueezeExcitation, UpProjection
+from splitveil.blocks.pruning import ChannelMask
+
 # The defense modules are imported for their side effect too: each registers itself in DEFENSES.
 from splitveil.defenses.adversarial import AdversarialDefense, Standardize
 from splitveil.defenses.base import Defense, NoDefense, wrap_edge
 from splitveil.defenses.dropout import FeatureDropout, FeatureDropoutDefense
-from splitveil.defenses.funnel import FunnelBlock, SpatialAttention, SqueezeExcitation, UpProjection
 from splitveil.defenses.lipschitz import blockwise_lipschitz, local_lipschitz
 from splitveil.defenses.noise import GaussianNoise, GaussianNoiseDefense, LaplaceNoise, LaplaceNoiseDefense
 from splitveil.defenses.nopeek import NoPeekDefense, distance_correlation
 from splitveil.defenses.patrol import PatrolDefense
 from splitveil.defenses.pripro import AttentionNoise, PriProDefense
-from splitveil.defenses.pruning import ChannelMask
 from splitveil.defenses.registry import DEFENSES, create_defense, defense_options, register_defense
 from splitveil.defenses.salted import SaltedDefense, salt_points
 from splitveil.defenses.siftfunnel import SiftFunnelDefense, channel_correlation

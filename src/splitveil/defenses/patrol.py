@@ -18,7 +18,7 @@ them to fit the edge's budget. Training minimises, with ``s = strength``,
 
 After training, :meth:`PatrolDefense.finalize` folds the masks into their layers and removes the
 channels with the smallest ``|m|`` until the edge meets the FLOPs budget (``flops_budget``, or the
-unpruned edge FLOPs of ``budget_cut``), using torch-pruning (:mod:`splitveil.defenses.pruning`);
+unpruned edge FLOPs of ``budget_cut``), using torch-pruning (:mod:`splitveil.blocks.pruning`);
 then the split is fine-tuned ``finetune_epochs`` epochs with the same terms (the Lipschitz blocks
 are then the identities left where the masks were). Strength 0 is the identity throughout: no
 masks, zero terms, nothing pruned.
@@ -35,10 +35,10 @@ import math
 import torch
 from torch import nn
 
+from splitveil.blocks.pruning import ChannelMask, insert_channel_masks, mask_modules, prune_to_budget, replay_pruning
 from splitveil.defenses.adversarial import AdversarialDefense
 from splitveil.defenses.base import Defense
 from splitveil.defenses.lipschitz import blockwise_lipschitz
-from splitveil.defenses.pruning import ChannelMask, insert_channel_masks, mask_modules, prune_to_budget, replay_pruning
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError
 from splitveil.split import SplitModel, cut, trace

@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitveil.blocks.funnel import edge_output
 from splitveil.defenses.adversarial import AdversarialDefense
 from splitveil.defenses.base import Defense, wrap_edge
-from splitveil.defenses.funnel import edge_output
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError
 from splitveil.seeding import seeded

@@ -22,9 +22,9 @@ cross-entropy ``CE(y, p)`` and a defense can only add terms, so the model minimi
 ``smoothing = ε(1 + sα)/(sα)`` (0.3 at the defaults) to reach the paper's effective target.
 
 The funnel [paper's architecture; ``funnel_channels`` is ours to choose]: with
-``funnel_channels=k`` the deployed edge ends in a :class:`~splitveil.defenses.funnel.FunnelBlock`
+``funnel_channels=k`` the deployed edge ends in a :class:`~splitveil.blocks.funnel.FunnelBlock`
 (squeeze-excitation, CBAM-style spatial attention, a conv narrowing to ``k`` channels) and the
-cloud starts with an :class:`~splitveil.defenses.funnel.UpProjection` back to the original width,
+cloud starts with an :class:`~splitveil.blocks.funnel.UpProjection` back to the original width,
 so the rest of the cloud is unchanged. ``replace_last_conv=False`` appends the funnel after the edge
 (``→ FunnelBlock``, no activation after it; the edge costs more than before); ``True`` puts the FunnelBlock in place
 of the edge's last Conv2d, keeping its kernel, stride and padding, so the edge's FLOPs fall when
@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitveil.blocks.funnel import attach_funnel, edge_output
 from splitveil.defenses.base import Defense
-from splitveil.defenses.funnel import attach_funnel, edge_output
 from splitveil.defenses.nopeek import distance_correlation
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from splitveil.bench.audit import AttackOutcome, run_attack
+from splitveil.audit import AttackOutcome, run_attack
 from splitveil.checkpoint import CheckpointCache
 from splitveil.config import AttackSpec, ExperimentSpec
 from splitveil.data import DatasetSplits, ImageSet, load_dataset

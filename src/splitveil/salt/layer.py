@@ -103,6 +103,23 @@ class SaltedEdge(nn.Module):
         activation = self.before(x)
         return self.after(torch.cat([activation, self.maps(salt, activation)], dim=1))
 
+    # The client-side hooks (splitveil.client_side.SecretKeepingEdge): the salt is the device's secret.
+    @property
+    def num_secrets(self) -> int:
+        return self.code.num_salts
+
+    @property
+    def secret_source(self) -> SaltSource:
+        return self.source
+
+    @property
+    def answer_classes(self) -> int:
+        return self.code.num_classes
+
+    def decode_answer(self, answer: torch.Tensor, secret: torch.Tensor) -> torch.Tensor:
+        """The cloud's salted logits decoded with the salts the queries were made with."""
+        return self.code.decode_logits(answer, self.check_salt(secret, len(answer)))
+
     def check_salt(self, salt: torch.Tensor, count: int) -> torch.Tensor:
         """``salt`` as a long tensor of ``count`` values in ``range(num_salts)``, or a clear ValueError."""
         salt = torch.as_tensor(salt)

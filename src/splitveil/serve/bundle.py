@@ -97,6 +97,7 @@ def export_bundle(
         "accuracy": deployed.accuracy,
         "base_cache_key": trained.metadata["cache_key"],
         "versions": environment_versions(),
+        "plugins": list(spec.plugins),
     }
     defense = None if defense_spec is None else _resolved(defense_spec.model_dump(mode="json"), deployed.defense)
     save_checkpoint(out / "edge", split.edge, {**common, "half": "edge", "defense": defense})

@@ -26,9 +26,9 @@ import httpx
 import torch
 from torch import nn
 
+from splitveil.client_side import DeviceSide
 from splitveil.errors import ServeError, WireFormatError
-from splitveil.salt.layer import SaltedEdge
-from splitveil.salt.sources import SaltSource, SecretSalts
+from splitveil.salt.sources import SaltSource
 from splitveil.serve.bundle import load_half
 from splitveil.serve.bundle_metadata import MAX_CLASSES
 from splitveil.serve.codec import MAX_HEADER_BYTES, MEDIA_TYPE, Codec, decode, encode, read_header
@@ -69,14 +69,9 @@ class EdgeClient:
         self.compress = compress
         self.retries = retries
         self.backoff = backoff
-        if isinstance(edge, SaltedEdge):
-            self.salts: SaltSource | None = salts or SecretSalts(edge.code.num_salts)
-        elif salts is not None:
-            raise ValueError("salts were given, but this edge is not salted")
-        else:
-            self.salts = None
-        if num_classes is None and isinstance(edge, SaltedEdge):
-            num_classes = edge.code.num_classes
+        #: The device's side of the edge: a secret per sample (a salted model's salt) and decoding.
+        self.device = DeviceSide(self.edge, salts, secure=True)
+        num_classes = num_classes if num_classes is not None else self.device.num_classes
         #: The width of every answer (None: not known here; then any width up to MAX_CLASSES).
         self.num_classes = num_classes
         # identity: an HTTP-compressed answer would be inflated by httpx before any limit applies.
@@ -94,20 +89,14 @@ class EdgeClient:
         return cls(edge.module, url, **{"num_classes": edge.metadata["num_classes"], **options})
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(z, salt)``: the edge's output for ``images`` and the salts it used (None if unsalted)."""
+        """``(z, salt)``: the edge's output for ``images`` and the secrets it used (None if it keeps none)."""
         with torch.inference_mode():
-            if self.salts is None:
-                return self.edge(images), None
-            salt = self.salts.draw(len(images))
-            return self.edge(images, salt), salt
+            return self.device.encode(images)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits over the true classes for ``images`` (N, C, H, W), computed across the network."""
-        z, salt = self.features(images)
-        answer = self.send(z)
-        if salt is not None:
-            return self.edge.code.decode_logits(answer, salt)  # type: ignore[union-attr]
-        return answer
+        z, secret = self.features(images)
+        return self.device.decode(self.send(z), secret)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """The predicted class of each image."""

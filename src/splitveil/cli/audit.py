@@ -37,12 +37,12 @@ def attack(
     The attacker is trained exactly as the bench trains it, against the defense in place. With
     --capture it inverts the features a real server received instead of test images' features.
     """
-    from splitveil.bench.audit import run_attack
+    from splitveil.audit import run_attack
     from splitveil.bench.capture_audit import audit_capture
     from splitveil.checkpoint import CheckpointCache
+    from splitveil.cli.serve import read_images
     from splitveil.config import load_spec, parse_attack
     from splitveil.serve.deployment import deployment_from_spec
-    from splitveil.serve_commands import read_images
 
     if originals and capture is None:
         raise ConfigError("--originals scores a capture's reconstructions; give --capture FILE too")

@@ -13,6 +13,15 @@ from splitveil.errors import ConfigError
 
 TOKEN_ENV = "SPLITVEIL_TOKEN"
 
+Plugins = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plugin",
+        help="Import this module first: it registers the bundle's components (repeatable; a bundle never imports "
+        "code by itself).",
+    ),
+]
+
 
 def export(
     spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data, training and defenses.")],
@@ -105,8 +114,12 @@ def serve(
             "(default: 256 MiB, or two full requests if more).",
         ),
     ] = None,
+    plugin: Plugins = None,
 ) -> None:
     """Serve the cloud half of a bundle over HTTP(S) until SIGTERM, then drain and exit."""
+    from splitveil.plugins import load_plugins
+
+    load_plugins(plugin or [])
     from splitveil.serve.auth import load_tokens
     from splitveil.serve.bundle import load_half
     from splitveil.serve.connections import ConnectionLimits
@@ -180,8 +193,12 @@ def infer(
     ] = None,
     timeout: Annotated[float, typer.Option(callback=check_positive_seconds, help="Seconds per request (> 0).")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    plugin: Plugins = None,
 ) -> None:
     """Classify images: the edge half runs here, the cloud half on the server."""
+    from splitveil.plugins import load_plugins
+
+    load_plugins(plugin or [])
     from splitveil.serve import CODECS, load_half
     from splitveil.serve.client import EdgeClient
 

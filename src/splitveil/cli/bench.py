@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from splitveil.cli_common import checkpoint_cache, console
+from splitveil.cli.common import checkpoint_cache, console
 from splitveil.errors import SplitveilError
 
 if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, to start fast
@@ -195,9 +195,9 @@ def bench_codecs(
     cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
 ) -> None:
     """Test accuracy and request bytes of each wire codec (float32, float16, int8) at each cut."""
-    from splitveil.bench.codecs import codec_table
     from splitveil.config import load_spec
     from splitveil.experiment import train_or_load
+    from splitveil.perf.codecs import codec_table
     from splitveil.split import cut
 
     trained = train_or_load(load_spec(spec), cache=checkpoint_cache(cache_dir), progress=False)
@@ -233,8 +233,8 @@ def bench_serve(
 
     import torch
 
-    from splitveil.bench.serving import ServeBenchSettings, benchmark_serving, serving_markdown
     from splitveil.config import load_spec
+    from splitveil.perf.serving import ServeBenchSettings, benchmark_serving, serving_markdown
     from splitveil.serve.deployment import deployment_from_spec
 
     torch.set_num_threads(1)  # the servers run with one thread too: baselines and servers alike
@@ -260,8 +260,8 @@ def bench_scaling(
     ],
 ) -> None:
     """Wall time of the whole spec, from a cold cache, with each number of local workers, side by side."""
-    from splitveil.bench.scaling import time_workers
     from splitveil.config import load_spec
+    from splitveil.perf.scaling import time_workers
 
     configurations = []
     for run in runs:
@@ -287,9 +287,9 @@ def bench_rmle_batching(
     cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
 ) -> None:
     """Time rMLE on IMAGES targets batched and one image at a time, side by side."""
-    from splitveil.bench.timing import time_rmle_batching
     from splitveil.config import load_spec
     from splitveil.experiment import train_or_load
+    from splitveil.perf.timing import time_rmle_batching
     from splitveil.split import cut
 
     trained = train_or_load(load_spec(spec), cache=checkpoint_cache(cache_dir), progress=False)

@@ -1,0 +1,6 @@
+"""Neural building blocks that defenses put into a split, apart from the ``Defense`` classes that configure them.
+
+- :mod:`~splitveil.blocks.funnel`: SiftFunnel's funnel (squeeze-excitation, spatial attention) on the
+  edge and the cloud's up-projection, and the graph surgery that attaches them;
+- :mod:`~splitveil.blocks.pruning`: channel masks and structural pruning to a FLOPs budget (PATROL).
+"""
