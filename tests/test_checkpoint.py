@@ -68,3 +68,15 @@ def test_a_cache_built_directly_and_by_default_from_one_directory_is_the_same(tm
     assert CheckpointCache(tmp_path) == CheckpointCache.default(tmp_path)
     assert CheckpointCache.default() == CheckpointCache(tmp_path / "elsewhere")
     assert CheckpointCache(tmp_path).path("k") == tmp_path / "checkpoints" / "k"
+
+
+def test_entries_of_another_cache_format_are_named_on_a_miss(tmp_path):
+    from splitveil.checkpoint import CACHE_FORMAT
+
+    cache = CheckpointCache(tmp_path)
+    assert cache.stale_entries() == [] and cache.miss_note() == ""
+    written = cache.store("current", nn.Linear(2, 2), {"kind": "test"})
+    assert read_metadata(written)["cache_format"] == CACHE_FORMAT
+    old = save_checkpoint(cache.path("old"), nn.Linear(2, 2), {"kind": "test"})  # as format 1 wrote entries
+    assert cache.stale_entries() == [old]
+    assert cache.miss_note().startswith(f"1 checkpoint(s) in {cache.checkpoints} were written with another cache")

@@ -92,3 +92,13 @@ def test_cached_only_refuses_to_train(tiny_data, cache):
 
     with pytest.raises(CheckpointError, match="not in the checkpoint cache.*train cell must run first"):
         train_or_load(SPEC, cache=cache, data=tiny_data, progress=False, cached_only=True)
+
+
+def test_a_miss_in_a_cache_of_an_older_format_says_so(tiny_data, cache):
+    from splitveil.checkpoint import save_checkpoint
+    from splitveil.errors import CheckpointError
+    from splitveil.experiment import train_or_load
+
+    save_checkpoint(cache.path("written-by-format-1"), torch.nn.Linear(2, 2), {"cache_key": "old"})
+    with pytest.raises(CheckpointError, match=r"Note: 1 checkpoint\(s\) .* another cache format .* not reused"):
+        train_or_load(SPEC, cache=cache, data=tiny_data, progress=False, cached_only=True)

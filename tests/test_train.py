@@ -128,11 +128,12 @@ def test_cosine_schedule_anneals_the_rate_to_zero_over_the_epochs(tiny_data):
     assert cosine == pytest.approx(expected, abs=1e-9) and cosine[-1] == pytest.approx(0, abs=1e-12)
 
 
-def test_constant_schedule_keeps_the_cache_keys_of_checkpoints_trained_before_the_option():
-    from splitveil.checkpoint import config_hash
-    from splitveil.privynet.spec import load_plan_spec
+def test_every_train_setting_is_in_the_cache_key_at_its_value(tiny_data):
+    from splitveil.config import ExperimentSpec
+    from splitveil.experiment import cache_key
 
-    # Hashes computed with the code before `schedule` existed (commit 3ccda07): caches stay valid.
-    assert config_hash(TrainConfig(epochs=7).cache_payload()) == "fe51ff5d3361058b"
-    assert load_plan_spec("configs/plan-fashion.yaml").measurement_key() == "65338f436c158d3a"
-    assert TrainConfig(epochs=3, schedule="cosine").cache_payload()["schedule"] == "cosine"
+    def key(**train: object) -> str:
+        return cache_key(ExperimentSpec.model_validate({"train": {"epochs": 1, **train}}), tiny_data)
+
+    assert key(schedule="constant") == key() != key(schedule="cosine")
+    assert key(weight_decay=0.0) == key() != key(weight_decay=0.1)

@@ -27,8 +27,11 @@ from splitveil.errors import CheckpointError
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "meta.json"
 
-#: Bump when the meaning of cached checkpoints changes, so stale ones are not reused.
-CACHE_FORMAT = 1
+#: Bump when the meaning of cached checkpoints changes, so stale ones are not reused. Every key
+#: hashes it, and every entry records it (``cache_format`` in its metadata).
+#: 2: every setting is in the key at its value. Format 1 left some out at the values they had before
+#: they existed (``train.schedule: constant``, the salted defense's ``smoothing: 0``).
+CACHE_FORMAT = 2
 
 
 def config_hash(payload: Any) -> str:
@@ -138,6 +141,35 @@ class CheckpointCache:
 
     def path(self, key: str) -> Path:
         return self.checkpoints / key
+
+    def store(self, key: str, model: nn.Module, metadata: dict[str, Any]) -> Path:
+        """Write the entry ``key`` (the first complete writer wins), stamped with :data:`CACHE_FORMAT`."""
+        return save_checkpoint(self.path(key), model, {**metadata, "cache_format": CACHE_FORMAT}, replace=False)
+
+    def stale_entries(self) -> list[Path]:
+        """Entries written with another cache format: their keys never match, so they are never reused."""
+        if not self.checkpoints.is_dir():
+            return []
+        stale = []
+        for entry in sorted(self.checkpoints.iterdir()):
+            try:
+                written = json.loads((entry / METADATA_FILE).read_text()).get("cache_format", 1)
+            except (OSError, ValueError, AttributeError):
+                continue  # not a finished entry (another writer's staging directory, or foreign files)
+            if written != CACHE_FORMAT:
+                stale.append(entry)
+        return stale
+
+    def miss_note(self) -> str:
+        """A sentence for a cache miss that entries of an older splitveil may explain ("" if none)."""
+        stale = self.stale_entries()
+        if not stale:
+            return ""
+        return (
+            f"{len(stale)} checkpoint(s) in {self.checkpoints} were written with another cache format "
+            f"(this splitveil writes format {CACHE_FORMAT}) and are not reused; they retrain once, and "
+            "the old entries can be deleted"
+        )
 
     def contains(self, key: str) -> bool:
         entry = self.path(key)

@@ -84,17 +84,6 @@ class TrainConfig(_Strict):
         default="constant", description="learning rate: constant, or annealed to zero over the epochs (cosine)"
     )
 
-    def cache_payload(self) -> dict[str, Any]:
-        """The settings as cache keys and bench fingerprints hash them.
-
-        An option at the value it had before the option existed is left out, so that checkpoints
-        trained then keep their keys.
-        """
-        payload = self.model_dump(mode="json")
-        if payload["schedule"] == "constant":
-            del payload["schedule"]
-        return payload
-
 
 class AttackSpec(_Strict):
     """One attack of the audit and its options (e.g. ``steps`` for rMLE)."""

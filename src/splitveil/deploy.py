@@ -12,8 +12,9 @@ defense active as deployed (noise sampled, from a generator seeded by the spec).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from splitveil.checkpoint import (
     CACHE_FORMAT,
@@ -22,7 +23,6 @@ from splitveil.checkpoint import (
     environment_versions,
     load_weights,
     read_metadata,
-    save_checkpoint,
 )
 from splitveil.config import DefenseSpec, ExperimentSpec
 from splitveil.defenses import Defense, NoDefense, create_defense
@@ -30,7 +30,7 @@ from splitveil.errors import CheckpointError
 from splitveil.experiment import TrainedModel, build_model
 from splitveil.seeding import seeded
 from splitveil.split import SplitModel, cut
-from splitveil.train import evaluate, fit
+from splitveil.train import LossTerm, evaluate, fit
 
 
 @dataclass
@@ -68,7 +68,7 @@ def deploy(
         defense = create_defense(defense_spec.name, strength=strength, **defense_spec.options)
     needs_training = defense_spec is not None and strength > 0 and _trains(defense_spec, defense)
     record: dict[str, Any] = {}
-    if needs_training:
+    if defense_spec is not None and needs_training:
         split, from_cache, record = _train_defended(
             spec, trained, cut_name, defense_spec, defense, cache, progress, cached_only
         )
@@ -101,6 +101,15 @@ def defended_cache_key(
     )
 
 
+class _FitOptions(TypedDict):
+    """The keyword options of :func:`splitveil.train.fit` shared by a defense's training and fine-tuning."""
+
+    seed: int
+    loss_terms: Sequence[LossTerm]
+    keep: Literal["best", "last"]
+    progress: bool
+
+
 def _train_defended(
     spec: ExperimentSpec,
     trained: TrainedModel,
@@ -128,9 +137,10 @@ def _train_defended(
         raise CheckpointError(
             f"the {defense_spec.display_name} split at {cut_name} is not in the checkpoint cache at {entry}; "
             "its deploy cell must run first (on several machines, --cache-dir must be on a shared filesystem)"
+            + (f". Note: {note}" if (note := cache.miss_note()) else "")
         )
     config = spec.train.model_copy(update={"epochs": epochs})
-    train = {"seed": spec.seed, "loss_terms": [defense.loss_terms], "keep": "last", "progress": progress}
+    train: _FitOptions = {"seed": spec.seed, "loss_terms": [defense.loss_terms], "keep": "last", "progress": progress}
     result = fit(split, trained.data, config, hooks=defense.hooks(), **train)
     record = defense.finalize(split, model=build_model(spec, trained.data), input_shape=trained.data.input_shape)
     if record and defense.finetune_epochs > 0:
@@ -147,5 +157,5 @@ def _train_defended(
         "metrics": result.metrics(),
         "versions": environment_versions(),
     }
-    save_checkpoint(entry, split, metadata, replace=False)
+    cache.store(key, split, metadata)
     return split, False, record

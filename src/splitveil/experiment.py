@@ -21,7 +21,6 @@ from splitveil.checkpoint import (
     environment_versions,
     load_weights,
     read_metadata,
-    save_checkpoint,
 )
 from splitveil.config import ExperimentSpec
 from splitveil.data import DatasetSplits, load_dataset
@@ -77,10 +76,14 @@ def cache_key(spec: ExperimentSpec, data: DatasetSplits) -> str:
         "model": spec.model.model_dump(mode="json"),
         "data": spec.data.model_dump(mode="json", exclude={"data_dir"}),
         "data_fingerprint": data_fingerprint(data),
-        "train": spec.train.cache_payload(),
+        "train": spec.train.model_dump(mode="json"),
         "seed": spec.seed,
     }
     return config_hash(payload)
+
+
+def _note(sentence: str) -> str:
+    return f". Note: {sentence}" if sentence else ""
 
 
 def train_or_load(
@@ -108,6 +111,7 @@ def train_or_load(
         raise CheckpointError(
             f"the trained model is not in the checkpoint cache at {entry}; its train cell must run first "
             "(on a Ray cluster of several machines, --cache-dir must be on a shared filesystem)"
+            + _note(cache.miss_note())
         )
     result = fit(model, data, spec.train, seed=spec.seed, progress=progress)
     metadata = {
@@ -120,5 +124,5 @@ def train_or_load(
         "history": [record.__dict__ for record in result.history],
         "versions": environment_versions(),
     }
-    save_checkpoint(entry, model, metadata, replace=False)
+    cache.store(key, model, metadata)
     return TrainedModel(model.eval(), data, metadata, entry, from_cache=False)

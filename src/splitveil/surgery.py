@@ -10,6 +10,7 @@ change in the number of channels passes through them untouched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import fx, nn
@@ -88,6 +89,17 @@ def replace_module(module: nn.Module, target: str, replacement: nn.Module) -> No
     setattr(parent, leaf, replacement)
 
 
+def conv_pair(size: tuple[int, ...]) -> tuple[int, int]:
+    """A size ``nn.Conv2d`` stores (kernel, stride, dilation): always a pair, though torch types it
+    as a tuple of any length."""
+    return cast(tuple[int, int], size)
+
+
+def conv_padding(padding: str | tuple[int, ...]) -> str | tuple[int, int]:
+    """``nn.Conv2d``'s stored padding: a mode name or a pair, though torch types it as a tuple of any length."""
+    return cast("str | tuple[int, int]", padding)
+
+
 def conv_like(conv: nn.Conv2d, *, in_channels: int, out_channels: int) -> nn.Conv2d:
     """A freshly initialised convolution configured like ``conv`` but for the given channel counts."""
     if conv.groups != 1:
@@ -95,10 +107,10 @@ def conv_like(conv: nn.Conv2d, *, in_channels: int, out_channels: int) -> nn.Con
     return nn.Conv2d(
         in_channels,
         out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,  # type: ignore[arg-type]
-        dilation=conv.dilation,
+        conv_pair(conv.kernel_size),
+        stride=conv_pair(conv.stride),
+        padding=conv_padding(conv.padding),
+        dilation=conv_pair(conv.dilation),
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,
     ).to(device=conv.weight.device, dtype=conv.weight.dtype)
@@ -123,8 +135,8 @@ def widen_input(module: fx.GraphModule, extra: int) -> int:
     widened = with_inputs(layer, original + extra)
     with torch.no_grad():
         widened.weight[:, :original] = layer.weight
-        if layer.bias is not None:
-            widened.bias.copy_(layer.bias)  # type: ignore[union-attr]
+        if layer.bias is not None and widened.bias is not None:  # widened has a bias exactly when layer has
+            widened.bias.copy_(layer.bias)
     replace_module(module, target, widened)
     return original
 
@@ -144,6 +156,6 @@ def keep_output_channels(module: fx.GraphModule, keep: Sequence[int]) -> None:
     sliced = conv_like(conv, in_channels=conv.in_channels, out_channels=len(index))
     with torch.no_grad():
         sliced.weight.copy_(conv.weight[index])
-        if conv.bias is not None:
-            sliced.bias.copy_(conv.bias[index])  # type: ignore[union-attr]
+        if conv.bias is not None and sliced.bias is not None:  # sliced has a bias exactly when conv has
+            sliced.bias.copy_(conv.bias[index])
     replace_module(module, target, sliced)

@@ -150,8 +150,8 @@ def test_smoothing_is_a_uniform_cross_entropy_blind_to_the_salt() -> None:
     assert create_defense("salted", strength=0.5).loss_terms(None, None, decoded) == {}  # type: ignore[arg-type]
 
 
-def test_smoothing_is_recorded_only_when_set_and_checked() -> None:
-    assert "smoothing" not in create_defense("salted", strength=0.5).describe()  # old cache keys stand
+def test_smoothing_is_recorded_and_checked() -> None:
+    assert create_defense("salted", strength=0.5).describe()["smoothing"] == 0.0
     assert create_defense("salted", strength=0.5, smoothing=1).describe()["smoothing"] == 1.0
     with pytest.raises(ConfigError, match="smoothing must be a number >= 0"):
         create_defense("salted", strength=0.5, smoothing=-1)

@@ -47,16 +47,17 @@ def test_wrong_half_and_foreign_directories_are_named(bundle, tmp_path):
         load_half(tmp_path, "cloud")
 
 
-def test_a_bundle_records_resolved_options_and_an_old_one_keeps_its_old_defaults(make_bundle):
+def test_a_bundle_records_resolved_options_and_one_of_another_format_is_refused(make_bundle):
     salted = DefenseSpec(name="salted", strengths=[0.5], options={"key": "k"}, epochs=1)
     out, _ = make_bundle(salted, 0.5)
     meta_file = out / "edge" / "meta.json"
     meta = json.loads(meta_file.read_text())
     assert meta["defense"]["options"]["scheme"] == "latin"  # the default it was built with, written down
     assert load_half(out, "edge").module.code.scheme == "latin"
-    # A format-1 bundle wrote only the configured options; its salted models were trained when the
-    # default scheme was the independent permutation, and must decode with that table.
+    # A format-1 bundle wrote only the configured options, so a default changed since (the salted
+    # scheme) would silently change what it means: it is refused, naming the fix.
     del meta["defense"]["options"]["scheme"]
     meta["bundle_format"] = 1
     meta_file.write_text(json.dumps(meta))
-    assert load_half(out, "edge").module.code.scheme == "permutation"
+    with pytest.raises(CheckpointError, match="bundle of format 1.*reads format 2: export it again"):
+        load_half(out, "edge")

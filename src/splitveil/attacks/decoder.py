@@ -45,6 +45,10 @@ MIN_UPSAMPLING_WIDTH = 16
 class Standardize(nn.Module):
     """``(z - mean) / std`` per channel (dimension 1), with statistics fixed at construction."""
 
+    # Buffers, registered in __init__.
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean.detach().clone())

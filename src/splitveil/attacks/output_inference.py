@@ -72,6 +72,10 @@ def observe_queries(split: SplitModel, images: torch.Tensor, *, batch_size: int 
 class _Standardized(nn.Module):
     """An MLP on inputs standardised with the training set's per-feature mean and std."""
 
+    # Buffers, registered in __init__.
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, inputs: torch.Tensor, classes: int, hidden: int) -> None:
         super().__init__()
         self.register_buffer("mean", inputs.mean(dim=0))

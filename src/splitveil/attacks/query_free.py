@@ -27,7 +27,7 @@ from torch import nn
 from splitveil.attacks.base import Attack, AttackerView, Capability, _reinitialised
 from splitveil.attacks.options import check_choice, check_non_negative, check_positive
 from splitveil.attacks.registry import ATTACKS
-from splitveil.attacks.rmle import Preset, RMLESettings, resolve_settings, rmle_invert
+from splitveil.attacks.rmle import Preset, RMLEOverrides, RMLESettings, resolve_settings, rmle_invert
 from splitveil.attacks.training import train_on_pairs
 from splitveil.seeding import seeded
 
@@ -65,7 +65,7 @@ class QueryFreeAttack(Attack):
         self.seed, self.progress = seed, progress
         self.shadow_epochs, self.shadow_batch_size, self.shadow_lr = shadow_epochs, shadow_batch_size, shadow_lr
         self.preset: Preset = preset
-        self.overrides = {"steps": steps, "lr": lr, "tv_weight": tv_weight}
+        self.overrides: RMLEOverrides = {"steps": steps, "lr": lr, "tv_weight": tv_weight}
         self.shadow: nn.Module | None = None
         self.history: list[float] = []  # mean cross-entropy of the cloud through the shadow, per epoch
 

@@ -34,7 +34,7 @@ layers in it are sampled afresh at every step (inside a seeded, forked RNG).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal, get_args
+from typing import Literal, TypedDict, get_args
 
 import torch
 from torch import nn
@@ -52,6 +52,14 @@ Preset = Literal["auto", "shallow", "middle", "deep"]
 TV_EPSILON = 1e-8
 #: Floor on ||z||² so an all-zero feature (e.g. fully dropped out) does not divide by zero.
 ENERGY_FLOOR = 1e-12
+
+
+class RMLEOverrides(TypedDict):
+    """Explicit settings that win over a preset's (``None``: the preset's)."""
+
+    steps: int | None
+    lr: float | None
+    tv_weight: float | None
 
 
 @dataclass(frozen=True)
@@ -135,8 +143,12 @@ def resolve_settings(
     """The preset's settings (``"auto"``: by :func:`cut_depth` of the shapes), with explicit overrides."""
     depth: Depth = cut_depth(feature_shape, input_shape) if preset == "auto" else preset
     settings = PRESETS[depth]
-    overrides = {"steps": steps, "lr": lr, "tv_weight": tv_weight}
-    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(
+        settings,
+        steps=settings.steps if steps is None else steps,
+        lr=settings.lr if lr is None else lr,
+        tv_weight=settings.tv_weight if tv_weight is None else tv_weight,
+    )
 
 
 @ATTACKS.register("rmle")
@@ -166,7 +178,7 @@ class WhiteBoxRMLE(Attack):
         check_non_negative(tv_weight=tv_weight)
         self.seed, self.progress = seed, progress
         self.preset: Preset = preset
-        self.overrides = {"steps": steps, "lr": lr, "tv_weight": tv_weight}
+        self.overrides: RMLEOverrides = {"steps": steps, "lr": lr, "tv_weight": tv_weight}
 
     def settings_for(self, feature_shape: tuple[int, ...]) -> RMLESettings:
         """The settings used to invert features of ``feature_shape`` (per sample)."""

@@ -118,7 +118,7 @@ def _base_settings(spec: ExperimentSpec) -> dict[str, object]:
         "seed": spec.seed,
         "data": spec.data.model_dump(mode="json"),
         "model": spec.model.model_dump(mode="json"),
-        "train": spec.train.cache_payload(),
+        "train": spec.train.model_dump(mode="json"),
     }
 
 

@@ -167,7 +167,7 @@ def frontier_plot(points: Sequence[FrontierPoint], cut: str, *, x: str = "max_ss
         floors = [p for p in series if p.oracle_ssim is not None]
         if x == "max_ssim" and floors:
             axis.plot(
-                [p.oracle_ssim for p in floors],
+                [p.oracle_ssim for p in floors if p.oracle_ssim is not None],  # all of them: narrows the type
                 [100 * p.accuracy for p in floors],
                 marker="|",
                 markersize=10,

@@ -118,7 +118,8 @@ def _privacy_rank(candidates: Sequence[FrontierPoint]) -> Callable[[FrontierPoin
     by_excess = all(p.excess_ssim is not None for p in candidates)
 
     def key(point: FrontierPoint) -> tuple[float, float, float]:
-        leakage = round(point.excess_ssim if by_excess else point.max_ssim, 3)
+        excess = point.excess_ssim
+        leakage = round(excess if by_excess and excess is not None else point.max_ssim, 3)
         reid = float("inf") if point.reid_top1 is None else point.reid_top1
         return (leakage, reid, point.max_ssim)
 

@@ -79,7 +79,7 @@ def _grids(directory: Path, rows: list[ResultRow]) -> list[dict[str, str]]:
 
 def _output_privacy(rows: list[ResultRow]) -> list[dict[str, object]]:
     """One line per deployed split and observation, from rows that carry an output-inference audit."""
-    lines = []
+    lines: list[dict[str, object]] = []
     for row in one_row_per_split(rows):
         if row.output_privacy is None:
             continue

@@ -105,7 +105,9 @@ class ResultStore:
                 "INSERT INTO runs (started_at, executor, workers, cells, versions) VALUES (?, ?, ?, ?, ?)",
                 (time.time(), executor, workers, cells, json.dumps(environment_versions())),
             )
-        return int(cursor.lastrowid)
+        run = cursor.lastrowid
+        assert run is not None  # an INSERT always sets it
+        return int(run)
 
     def finish_run(self, run: int) -> None:
         with self._write():

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save
 
 from splitveil.bench.cells import Cell, evaluator_fingerprint
-from splitveil.checkpoint import CheckpointCache, load_weights, save_checkpoint
+from splitveil.checkpoint import CheckpointCache, load_weights
 from splitveil.config import ExperimentSpec, parse_spec
 from splitveil.seeding import seeded
 
@@ -128,7 +128,7 @@ def _evaluator(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
         evaluator = train_evaluation_classifier(
             data, model=spec.audit.evaluator.model, epochs=spec.audit.evaluator.epochs, seed=spec.seed
         )
-        save_checkpoint(entry, evaluator, {"kind": "evaluator", "model": spec.audit.evaluator.model}, replace=False)
+        context.cache.store(entry.name, evaluator, {"kind": "evaluator", "model": spec.audit.evaluator.model})
     targets = data.test.take(spec.audit.targets)
     return {"evaluator_accuracy": privacy_accuracy(evaluator, targets.images, targets.labels)}, None
 

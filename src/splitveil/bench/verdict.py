@@ -50,11 +50,10 @@ def leakage_sentence(point: FrontierPoint) -> str:
         >>> print(leakage_sentence(point))
         At relu22 the cloud re-identifies 87% of inputs among 100 look-alikes (chance 1%), and its best attack (inverse-network, SSIM 0.90) stands 0.35 above what the answer alone gives (output oracle 0.55).
     """
-    reid = point.reid_top1 is not None and bool(point.reid_candidates)
-    if reid:
-        candidates = point.reid_candidates
+    top1, candidates = point.reid_top1, point.reid_candidates
+    if top1 is not None and candidates:
         opening = (
-            f"the cloud re-identifies {_percent(point.reid_top1)} of inputs among {candidates} look-alikes "
+            f"the cloud re-identifies {_percent(top1)} of inputs among {candidates} look-alikes "
             f"(chance {_percent(1 / candidates)}), and its best attack"
         )
     else:

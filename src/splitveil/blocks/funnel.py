@@ -15,6 +15,7 @@ import copy
 import operator
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from torch import fx, nn
 
 from splitveil.errors import ConfigError
 from splitveil.split import SplitModel, trace
-from splitveil.surgery import CHANNEL_AGNOSTIC, replace_module
+from splitveil.surgery import CHANNEL_AGNOSTIC, conv_pair, conv_padding, replace_module
 
 
 class SqueezeExcitation(nn.Module):
@@ -92,7 +93,7 @@ class FunnelBlock(nn.Module):
         self.channel_attention = SqueezeExcitation(in_channels, reduction=reduction)
         self.spatial_attention = SpatialAttention(kernel_size=spatial_kernel)
         if padding is None:
-            padding = kernel_size // 2 if isinstance(kernel_size, int) else tuple(k // 2 for k in kernel_size)
+            padding = kernel_size // 2 if isinstance(kernel_size, int) else (kernel_size[0] // 2, kernel_size[1] // 2)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
         if self.conv.bias is not None:
             # When an activation follows (in place of an edge conv), random negative biases on the
@@ -171,11 +172,12 @@ def edge_output(edge: fx.GraphModule) -> EdgeOutput:
         ConfigError: the walk meets a layer that may change the channel count (flatten, concat...).
     """
     output = next(node for node in edge.graph.nodes if node.op == "output")
-    node, tail = output.args[0], []
+    node = output.args[0]
+    tail: list[fx.Node] = []
     while True:
         if not isinstance(node, fx.Node) or node.op not in ("call_module", "call_function", "call_method"):
             raise ConfigError("cannot find the layer that sets the edge's output channels; cut after a Conv2d")
-        module = edge.get_submodule(node.target) if node.op == "call_module" else None
+        module = edge.get_submodule(str(node.target)) if node.op == "call_module" else None
         if isinstance(module, nn.Conv2d):
             return EdgeOutput(module.out_channels, spatial=True, source=node, tail=tuple(tail))
         if isinstance(module, nn.Linear):
@@ -237,19 +239,19 @@ def _edge_with_funnel_conv(
     """A copy of the edge whose last conv is a FunnelBlock of ``channels`` outputs, with its tail refitted."""
     _check_replaceable(edge_graph, found, label=label)
     edge = copy.deepcopy(edge_graph)
-    conv = edge.get_submodule(found.source.target)
+    conv = cast(nn.Conv2d, edge.get_submodule(str(found.source.target)))  # checked by _check_replaceable
     funnel = FunnelBlock(
         conv.in_channels,
         channels,
         reduction=reduction,
-        kernel_size=conv.kernel_size,  # type: ignore[arg-type]  # nn.Conv2d stores pairs
-        stride=conv.stride,  # type: ignore[arg-type]
-        padding=conv.padding,  # type: ignore[arg-type]
+        kernel_size=conv_pair(conv.kernel_size),
+        stride=conv_pair(conv.stride),
+        padding=conv_padding(conv.padding),
         bias=conv.bias is not None,
     ).train(conv.training)
     replace_module(edge, str(found.source.target), funnel)
     for node in found.tail:
-        if node.op == "call_module" and isinstance(norm := edge.get_submodule(node.target), nn.BatchNorm2d):
+        if node.op == "call_module" and isinstance(norm := edge.get_submodule(str(node.target)), nn.BatchNorm2d):
             rebuilt = nn.BatchNorm2d(
                 channels,
                 eps=norm.eps,
@@ -263,7 +265,7 @@ def _edge_with_funnel_conv(
 
 def _check_replaceable(edge: fx.GraphModule, found: EdgeOutput, *, label: str) -> None:
     """The conv's output must reach the cut alone, through single-input layers, for its width to change."""
-    conv = edge.get_submodule(found.source.target)
+    conv = edge.get_submodule(str(found.source.target))
     if not isinstance(conv, nn.Conv2d):
         raise ConfigError(
             f"{label}: replace_last_conv needs a Conv2d to set the cut's channels, found "

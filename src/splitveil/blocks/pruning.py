@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -66,16 +67,20 @@ def insert_channel_masks(edge: fx.GraphModule) -> list[str]:
         if node.op != "call_module" or not isinstance(conv := edge.get_submodule(node.target), nn.Conv2d):
             continue
         anchor = _batch_norm_after(edge, node) or node
-        if anchor is not node and not edge.get_submodule(anchor.target).affine:
+        if anchor is not node and not edge.get_submodule(str(anchor.target)).affine:
             continue
         name = "mask_" + node.target.replace(".", "_")
         if hasattr(edge, name):
             raise ConfigError(f"patrol: the edge already has a {name!r}; apply PATROL once, to an undefended split")
-        mask = ChannelMask(conv.out_channels, follows=anchor.target, conv=node.target, like=conv.weight)
+        mask = ChannelMask(conv.out_channels, follows=str(anchor.target), conv=node.target, like=conv.weight)
         edge.add_submodule(name, mask.train(edge.training))
         with edge.graph.inserting_after(anchor):
             mask_node = edge.graph.call_module(name, (anchor,))
-        anchor.replace_all_uses_with(mask_node, delete_user_cb=lambda user, new=mask_node: user is not new)
+
+        def not_the_mask(user: fx.Node, new: fx.Node = mask_node) -> bool:
+            return user is not new
+
+        anchor.replace_all_uses_with(mask_node, delete_user_cb=not_the_mask)
         names.append(name)
     edge.recompile()
     return names
@@ -157,10 +162,11 @@ def prune_to_budget(
 
 def replay_pruning(split: SplitModel, record: Mapping[str, object]) -> None:
     """Repeat :func:`prune_to_budget`'s structural change from its ``record`` on a freshly masked split."""
+    fields: Mapping[str, Any] = record  # untrusted: a wrong shape raises below and is reported
     try:
-        names = list(record["masks"])  # type: ignore[call-overload]
-        plan = {str(root): [int(i) for i in channels] for root, channels in record["pruned"].items()}  # type: ignore[attr-defined]
-        input_shape = tuple(int(size) for size in record["input_shape"])  # type: ignore[attr-defined]
+        names = list(fields["masks"])
+        plan = {str(root): [int(i) for i in channels] for root, channels in fields["pruned"].items()}
+        input_shape = tuple(int(size) for size in fields["input_shape"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ConfigError(f"patrol: not a pruning record ({exc!r}); pass the dict finalize() returned") from exc
     present = list(mask_modules(split.edge))
@@ -193,7 +199,7 @@ def channel_groups(
         combined = root_scores.clone()
         for item in group:
             member = names.get(item.dep.target.module)
-            if member in scores and member != root and graph.is_out_channel_pruning_fn(item.dep.handler):
+            if member is not None and member in scores and member != root and graph.is_out_channel_pruning_fn(item.dep.handler):
                 claimed.add(member)
                 combined[item.root_idxs] = torch.maximum(combined[item.root_idxs], scores[member][item.idxs])
         groups.append((root, combined))
@@ -239,7 +245,7 @@ def _dependency_graph(split: SplitModel, input_shape: tuple[int, ...]) -> tp.Dep
 def _batch_norm_after(edge: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     users = list(node.users)
     if len(users) == 1 and users[0].op == "call_module":
-        if isinstance(edge.get_submodule(users[0].target), nn.BatchNorm2d):
+        if isinstance(edge.get_submodule(str(users[0].target)), nn.BatchNorm2d):
             return users[0]
     return None
 

@@ -19,19 +19,20 @@ try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
     from numpy._core import numeric as _numeric
 except ImportError:  # numpy 1.x
-    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
-    from numpy.core import numeric as _numeric  # type: ignore[no-redef]
+    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]  # same module, numpy 1.x path
+    from numpy.core import numeric as _numeric  # type: ignore[no-redef]  # same module, numpy 1.x path
 
 from splitveil.errors import ConfigError
 
 # (module, name) as written in the pickle -> the object it may resolve to. Old numpy wrote
 # ``numpy.core``; numpy 2 writes ``numpy._core``. Both map to the same functions directly, so we
 # never import a module named by the file.
+_frombuffer: Any = _numeric._frombuffer  # type: ignore[attr-defined]  # private numpy helper, absent from its stubs
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _numeric._frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _numeric._frombuffer,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _codecs.encode,  # how Python 3 writes bytes at protocol < 3

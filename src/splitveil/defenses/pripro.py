@@ -92,7 +92,9 @@ class AttentionNoise(nn.Module):
         self.to_sigma = nn.Conv2d(channels, channels, 1)
         with torch.no_grad():
             self.to_sigma.weight.zero_()
-            self.to_sigma.bias.fill_(_inverse_softplus(initial_sigma))
+            bias = self.to_sigma.bias
+            assert bias is not None  # nn.Conv2d has a bias by default
+            bias.fill_(_inverse_softplus(initial_sigma))
         self.last_draw: NoiseDraw | None = None
 
     def sigma(self, z: torch.Tensor) -> torch.Tensor:

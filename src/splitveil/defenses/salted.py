@@ -163,9 +163,8 @@ class SaltedDefense(Defense):
         return f"{self.name}: cannot salt after {salt_at!r}; salt points of this edge: {points}"
 
     def options(self) -> dict[str, object]:
-        # smoothing only when set: checkpoints trained before the option keep their cache keys
-        extra: dict[str, object] = {"smoothing": self.smoothing} if self.smoothing else {}
-        return extra | {
+        return {
+            "smoothing": self.smoothing,
             "salt_at": self.salt_at,
             "scheme": self.scheme,
             "num_salts": self.num_salts,

@@ -110,7 +110,7 @@ def reidentification(
     chosen = [name for name in distances if name != "embedding" or embed is not None]
     if not chosen:
         raise ValueError(f"no usable distance among {list(distances)} (the embedding distance needs embed=)")
-    by_distance = {}
+    by_distance: dict[str, tuple[float, float]] = {}
     for name in chosen:
         table = _distance_table(name, x_hat, pool, sets, embed)
         # Candidates at least as near as the target (itself excluded) rank before it.

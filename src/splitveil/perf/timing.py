@@ -6,8 +6,10 @@ its own trajectory); this measures what that batching buys over inverting one im
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 
@@ -50,22 +52,18 @@ def time_rmle_batching(
     """Invert ``images``' features with rMLE batched and one at a time (alternating, best of ``repeats``)."""
     with torch.no_grad():
         z = split.edge(images)
-    settings = resolve_settings(
-        "auto", feature_shape=tuple(z.shape[1:]), input_shape=tuple(images.shape[1:]), steps=steps
+    input_shape = cast(tuple[int, int, int], tuple(images.shape[1:]))  # images are NCHW
+    settings = resolve_settings("auto", feature_shape=tuple(z.shape[1:]), input_shape=input_shape, steps=steps)
+    invert = functools.partial(
+        rmle_invert, input_shape=input_shape, steps=settings.steps, lr=settings.lr, tv_weight=settings.tv_weight
     )
-    options = {
-        "input_shape": tuple(images.shape[1:]),
-        "steps": settings.steps,
-        "lr": settings.lr,
-        "tv_weight": settings.tv_weight,
-    }
     batched, looped = [], []
     for _ in range(repeats):  # alternate so that background load affects both sides alike
         started = time.perf_counter()
-        rmle_invert(split.edge, z, **options)
+        invert(split.edge, z)
         batched.append(time.perf_counter() - started)
         started = time.perf_counter()
         for index in range(len(z)):
-            rmle_invert(split.edge, z[index : index + 1], **options)
+            invert(split.edge, z[index : index + 1])
         looped.append(time.perf_counter() - started)
     return BatchingTiming(split.cut_name, len(images), settings.steps, min(batched), min(looped))

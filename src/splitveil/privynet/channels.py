@@ -8,6 +8,8 @@ error rises when that channel is zeroed; the channels it relies on most are drop
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,9 +33,8 @@ def channel_usefulness(
 ) -> torch.Tensor:
     """Per output channel of ``local``: the rise in an inverse network's MSE on ``targets`` when it is zeroed."""
     split = SplitModel(local, nn.Identity())
-    view = AttackerView.of(
-        split, {Capability.EDGE_QUERIES, Capability.AUX_DATA}, input_shape=tuple(aux.images.shape[1:]), aux=aux
-    )
+    input_shape = cast(tuple[int, int, int], tuple(aux.images.shape[1:]))  # images are NCHW
+    view = AttackerView.of(split, {Capability.EDGE_QUERIES, Capability.AUX_DATA}, input_shape=input_shape, aux=aux)
     with torch.enable_grad():
         attack = create_attack("inverse-network", view, seed=seed, progress=progress, epochs=epochs).fit()
     z = local(targets.images)

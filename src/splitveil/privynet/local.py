@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import cast
 
-from torch import nn
+import torch
+from torch import fx, nn
 
 from splitveil.split import SplitModel, cut
 from splitveil.surgery import keep_output_channels, last_conv, resize_input
@@ -27,7 +29,7 @@ class FrozenLocal(nn.Module):
         super().__init__()
         self.network = network.requires_grad_(False).eval()
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
     def train(self, mode: bool = True) -> FrozenLocal:
@@ -38,13 +40,14 @@ class FrozenLocal(nn.Module):
 
 def local_width(pretrained: nn.Module, layer: str) -> int:
     """Output channels of ``pretrained``'s local network cut at ``layer`` (before any are dropped)."""
-    return last_conv(cut(pretrained, at=layer).edge)[1].out_channels  # type: ignore[arg-type]
+    edge = cast(fx.GraphModule, cut(pretrained, at=layer).edge)  # cut() builds both halves as GraphModules
+    return last_conv(edge)[1].out_channels
 
 
 def local_network(pretrained: nn.Module, *, layer: str, keep: Sequence[int]) -> FrozenLocal:
     """The first layers of ``pretrained`` up to ``layer``, keeping output channels ``keep``, frozen."""
-    edge = copy.deepcopy(cut(pretrained, at=layer).edge)
-    keep_output_channels(edge, keep)  # type: ignore[arg-type]
+    edge = copy.deepcopy(cast(fx.GraphModule, cut(pretrained, at=layer).edge))  # cut() builds GraphModules
+    keep_output_channels(edge, keep)
     return FrozenLocal(edge)
 
 
@@ -54,6 +57,6 @@ def privynet_split(pretrained: nn.Module, fresh: nn.Module, *, layer: str, keep:
     ``fresh`` is a newly initialised model for the target task whose cloud half, from ``layer`` on,
     becomes the cloud NN; its first layer is re-created for ``len(keep)`` input channels.
     """
-    cloud = copy.deepcopy(cut(fresh, at=layer).cloud)
-    resize_input(cloud, len(keep))  # type: ignore[arg-type]
+    cloud = copy.deepcopy(cast(fx.GraphModule, cut(fresh, at=layer).cloud))  # cut() builds GraphModules
+    resize_input(cloud, len(keep))
     return SplitModel(local_network(pretrained, layer=layer, keep=keep), cloud, cut_name=layer)

@@ -67,13 +67,10 @@ class PlanSpec(_Strict):
     def measurement_key(self) -> str:
         """A hash of what determines each candidate's measurements: everything but the constraints,
         the re-measuring attack and the name. Plans with the same key can share measured candidates."""
-        from splitveil.checkpoint import config_hash
+        from splitveil.checkpoint import CACHE_FORMAT, config_hash
 
         excluded = {"constraints", "privacy_margin", "verify_attack", "name"}
-        payload = self.model_dump(mode="json", exclude=excluded)
-        payload["public_train"] = self.public_train.cache_payload()  # stored plans keep their keys
-        payload["cloud_train"] = self.cloud_train.cache_payload()
-        return config_hash(payload)
+        return config_hash({**self.model_dump(mode="json", exclude=excluded), "format": CACHE_FORMAT})
 
 
 def load_plan_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> PlanSpec:

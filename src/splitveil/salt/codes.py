@@ -45,6 +45,10 @@ from torch import nn
 class SaltCode(nn.Module):
     """A salt → class-relabelling table ``T`` (``num_salts × K``), each row a permutation of ``range(K)``."""
 
+    # Buffers, registered in __init__.
+    table: torch.Tensor
+    inverse: torch.Tensor
+
     def __init__(self, table: torch.Tensor, *, scheme: str) -> None:
         super().__init__()
         table = torch.as_tensor(table, dtype=torch.long)

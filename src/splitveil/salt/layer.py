@@ -24,7 +24,7 @@ from splitveil.salt.codes import SaltCode
 from splitveil.salt.sources import SaltSource
 
 
-def _unit_scale(layer: nn.Module, scale: float) -> None:
+def _unit_scale(layer: nn.ConvTranspose2d | nn.Linear, scale: float) -> None:
     # [ours] A one-hot input picks one kernel per salt, so the maps' values are the weights
     # themselves; PyTorch's default (fan-in) initialisation makes them ~0.04, drowned by activations
     # of order 0.1-1, and training from scratch then plateaus at chance for epochs (measured on

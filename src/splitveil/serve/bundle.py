@@ -44,8 +44,6 @@ Half = Literal["edge", "cloud"]
 #: 2: the defense's options are written resolved (every constructor option, defaults included), so a
 #: later change of a default cannot change what a bundle means. Format 1 wrote them as configured.
 BUNDLE_FORMAT = 2
-#: Defaults that changed since format 1: a format-1 bundle that left them out was built with these.
-_FORMAT_1_DEFAULTS: dict[str, dict[str, Any]] = {"salted": {"scheme": "permutation"}}
 #: The most bytes of tensors that building a half may create: the whole split with placeholder
 #: weights, then one sample through it. The zoo's largest split needs a few megabytes.
 MAX_BUILD_BYTES = 4 << 30
@@ -110,8 +108,14 @@ def load_half(path: str | Path, half: Half) -> LoadedHalf:
     path = Path(path)
     directory = path / half if (path / half).is_dir() else path
     metadata = read_bundle_metadata(directory)
-    if metadata.get("bundle_format") not in (1, BUNDLE_FORMAT) or metadata.get("half") not in ("edge", "cloud"):
+    if metadata.get("half") not in ("edge", "cloud") or not isinstance(metadata.get("bundle_format"), int):
         raise CheckpointError(f"{directory} is not a splitveil deployment bundle; create one with `splitveil export`")
+    if metadata["bundle_format"] != BUNDLE_FORMAT:
+        raise CheckpointError(
+            f"{directory} is a bundle of format {metadata['bundle_format']}, written by another splitveil; this one "
+            f"reads format {BUNDLE_FORMAT}: export it again with `splitveil export` (or serve it with the "
+            "splitveil that wrote it)"
+        )
     if metadata["half"] != half:
         raise CheckpointError(f"{directory} holds the {metadata['half']} half, but the {half} half is needed")
     meta_path = directory / METADATA_FILE
@@ -149,10 +153,7 @@ def _skeleton(metadata: dict[str, Any], meta_path: Path) -> SplitModel:
         return split
     with _blaming(meta_path, "defense"):
         defense_spec = DefenseSpec.model_validate(metadata["defense"])
-        options = defense_spec.options
-        if metadata["bundle_format"] == 1:
-            options = {**_FORMAT_1_DEFAULTS.get(defense_spec.name, {}), **options}
-        defense = create_defense(defense_spec.name, strength=metadata["strength"], **options)
+        defense = create_defense(defense_spec.name, strength=metadata["strength"], **defense_spec.options)
         split = defense.apply(split)
     with _blaming(meta_path, "finalize"):
         defense.restore(split, metadata["finalize"])

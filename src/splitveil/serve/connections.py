@@ -105,6 +105,7 @@ def guarded_protocol(
     class GuardedProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
 
+        # The ignore: narrows asyncio's BaseTransport to the Transport uvicorn's own override takes.
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > cap:

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -113,7 +114,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = cast(asyncio.Transport, transport)  # create_connection hands stream protocols a Transport
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -176,7 +177,8 @@ async def _load(
             try:
                 if connection is None or connection.closed:
                     connect = loop.create_connection(_Connection, target.host, target.port)
-                    _, connection = await asyncio.wait_for(connect, timeout)
+                    _, opened = await asyncio.wait_for(connect, timeout)
+                    connection = opened
                 # one deadline per request: connecting spends from the same `timeout` as the answer
                 remaining = started + timeout - time.perf_counter()
                 if remaining <= 0:
