@@ -399,13 +399,32 @@ def test_profile_refuses_a_non_positive_class_count():
     assert_one_line_refusal(["profile", "lenet", "--num-classes", "0"], "Invalid value for '--num-classes'")
 
 
-# Issue 18, defect 6 through the CLI: specs refused when they load, before any training.
+# Issue 18, defect 6 and issue 19, criterion 3 through the CLI: a bad option of every component kind
+# (attack, model, defense, dataset, metric, evaluator) is refused when the spec loads, before any training.
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
         (("options: {steps: 5}", "options: {stpes: 5}"), "attack 'rmle' has no option 'stpes'"),
         (("options: {steps: 5}", "options: {steps: five}"), "option steps='five' is invalid"),
         (("hidden: 16", "hiden: 16"), "model 'he-cnn' has no option 'hiden'"),
+        (
+            (
+                "cuts: [conv11]",
+                "cuts: [conv11]\ndefenses: [{name: gaussian-noise, strengths: [1], options: {wher: input}}]",
+            ),
+            "defense 'gaussian-noise' has no option 'wher'",
+        ),
+        (
+            (
+                "cuts: [conv11]",
+                "cuts: [conv11]\ndefenses: [{name: gaussian-noise, strengths: [1], options: {where: 3}}]",
+            ),
+            "option where=3 is invalid",
+        ),
+        (("limit: 128", "limt: 128"), "unknown key 'data.limt'"),
+        (("name: fashion-mnist", "name: fashion-mnsit"), "unknown dataset 'fashion-mnsit'"),
+        (("steps: 5}, evaluator", "steps: 5, options: {hiden: 8}}, evaluator"), "MINE has no option 'hiden'"),
+        (("evaluator: {epochs: 1}", "evaluator: {epocs: 1}"), "unknown key 'audit.evaluator.epocs'"),
     ],
 )
 def test_bench_run_refuses_bad_component_options_before_anything_runs(edit, expected, tmp_path):

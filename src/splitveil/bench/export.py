@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 from splitveil.attacks import ATTACKS
 from splitveil.bench.cells import EVALUATOR_ID, TRAIN_ID, Cell, deploy_id
@@ -31,7 +32,11 @@ OUTPUT_ORACLE = "output-oracle"
 
 def assemble_rows(spec: ExperimentSpec, cells: list[Cell], stored: dict[str, StoredCell]) -> list[ResultRow]:
     """The rows of every attack cell done in ``stored``, in the spec's order."""
-    done = {cell_id: entry.result for cell_id, entry in stored.items() if entry.status == "done"}
+    done: dict[str, dict[str, Any]] = {
+        cell_id: entry.result
+        for cell_id, entry in stored.items()
+        if entry.status == "done" and entry.result is not None  # a done cell always has its result
+    }
     train = done.get(TRAIN_ID) or {}
     depth = {name: index for index, name in enumerate(train.get("cut_order", []))}
     evaluator = done.get(EVALUATOR_ID) or {}
@@ -39,26 +44,28 @@ def assemble_rows(spec: ExperimentSpec, cells: list[Cell], stored: dict[str, Sto
     for cell in cells:
         if cell.kind != "attack" or cell.id not in done:
             continue
-        deployed = done.get(deploy_id(cell.cut, cell.defense, cell.strength))
+        cut, attack_name = cast(str, cell.cut), cast(str, cell.attack)  # an attack cell names both
+        deployed = done.get(deploy_id(cut, cell.defense, cell.strength))
         if deployed is None:
             continue  # cannot happen for a consistent store: an attack runs after its deploy cell
         attack = done[cell.id]
+        reid: dict[str, Any] = {name: attack.get(name) for name in _REID}  # None where not measured
         rows.append(
             ResultRow(
                 model=spec.model.name,
                 dataset=spec.data.name,
-                cut=cell.cut,
-                cut_index=depth.get(cell.cut, spec.cuts.index(cell.cut) if cell.cut in spec.cuts else 0),
+                cut=cut,
+                cut_index=depth.get(cut, spec.cuts.index(cut) if cut in spec.cuts else 0),
                 defense=cell.defense,
                 strength=cell.strength,
-                attack=cell.attack,
-                oracle=bool(getattr(ATTACKS.get(cell.attack), "oracle", False)),
+                attack=attack_name,
+                oracle=bool(getattr(ATTACKS.get(attack_name), "oracle", False)),
                 seed=spec.seed,
                 evaluator_accuracy=evaluator.get("evaluator_accuracy"),
                 seconds=attack["attack_seconds"],
                 **{name: deployed[name] for name in _FROM_DEPLOY},
                 **{name: attack[name] for name in _FROM_ATTACK},
-                **{name: attack.get(name) for name in _REID},
+                **reid,
             )
         )
     if not rows:

@@ -63,7 +63,7 @@ def cells_of_run(spec: ExperimentSpec, stored: dict[str, StoredCell]) -> list[Ce
     if spec.cuts:
         return expand_cells(spec, spec.cuts)
     train = stored.get(TRAIN_ID)
-    if train is not None and train.status == "done":
+    if train is not None and train.status == "done" and train.result is not None:  # done: it has a result
         return expand_cells(spec, train.result["cut_order"])
     from splitveil.bench.run import plan_cells
 

@@ -17,14 +17,14 @@ import traceback
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import save
 
 from splitveil.bench.cells import Cell, evaluator_fingerprint
 from splitveil.checkpoint import CheckpointCache, load_weights
-from splitveil.config import ExperimentSpec, parse_spec
+from splitveil.config import AttackSpec, ExperimentSpec, parse_spec
 from splitveil.seeding import seeded
 
 
@@ -146,8 +146,11 @@ def _deployed(context: _Context, cell: Cell, *, in_deploy_cell: bool):
     cell finds the split cached and takes the accuracy from that cell's result."""
     from splitveil.deploy import deploy
 
-    options = {"cache": context.cache, "progress": False, "cached_only": not in_deploy_cell, "measure": in_deploy_cell}
-    return deploy(context.spec, _trained(context), cell.cut, cell.defense_spec, cell.strength, **options)
+    cut = cast(str, cell.cut)  # deploy and attack cells name their cut
+    return deploy(
+        context.spec, _trained(context), cut, cell.defense_spec, cell.strength,
+        cache=context.cache, progress=False, cached_only=not in_deploy_cell, measure=in_deploy_cell,
+    )
 
 
 def _deploy(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
@@ -181,8 +184,9 @@ def _attack(context: _Context, cell: Cell) -> tuple[dict[str, Any], bytes]:
     deployed = _deployed(context, cell, in_deploy_cell=False)
     targets = data.test.take(spec.audit.targets)
     evaluator = _cached_evaluator(context) if spec.audit.evaluator.enabled else None
+    attack_spec = cast(AttackSpec, cell.attack_spec)  # an attack cell carries its attack's spec
     outcome = run_attack(
-        deployed.split, cell.attack_spec, data=data, targets=targets, evaluator=evaluator, seed=spec.seed,
+        deployed.split, attack_spec, data=data, targets=targets, evaluator=evaluator, seed=spec.seed,
         progress=False, reid=spec.audit.reid,
     )  # fmt: skip
     shown = spec.audit.grid_images

@@ -192,10 +192,10 @@ class _Runner:
         """Many requests against a fresh server; its resident memory after a warm-up and at the end."""
         settings, bodies = self.settings, self.bodies("float32")
         with ServerProcess(self.bundle, extra=self.auth) as server:
-            options = {"concurrency": settings.soak_concurrency, "token": self.token}
-            run_load(server.url, bodies, requests=settings.soak_warmup, **options)
+            concurrency, token = settings.soak_concurrency, self.token
+            run_load(server.url, bodies, requests=settings.soak_warmup, concurrency=concurrency, token=token)
             rss_before = server.rss_bytes()
-            soak = run_load(server.url, bodies, requests=settings.soak_requests, **options)
+            soak = run_load(server.url, bodies, requests=settings.soak_requests, concurrency=concurrency, token=token)
             rss_after = server.rss_bytes()
         return soak.summary() | {
             "error_causes": dict(soak.errors),
@@ -205,7 +205,7 @@ class _Runner:
         }
 
 
-def _time_calls(call: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]) -> list[float]:
+def _time_calls(call: Callable[[torch.Tensor], object], inputs: list[torch.Tensor]) -> list[float]:
     """Seconds per call, one input at a time; the first calls warm caches up and are not kept."""
     seconds = []
     with torch.inference_mode():

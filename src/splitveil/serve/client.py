@@ -78,9 +78,12 @@ class EdgeClient:
         headers = {"content-type": MEDIA_TYPE, "accept": MEDIA_TYPE, "accept-encoding": "identity"}
         if token:
             headers["authorization"] = f"Bearer {token}"
+        trust: ssl.SSLContext | bool
         if isinstance(verify, str | Path):  # a CA file to trust, e.g. a self-signed certificate
-            verify = ssl.create_default_context(cafile=str(verify))
-        self._http = httpx.Client(headers=headers, timeout=timeout, verify=verify)
+            trust = ssl.create_default_context(cafile=str(verify))
+        else:
+            trust = verify
+        self._http = httpx.Client(headers=headers, timeout=timeout, verify=trust)
 
     @classmethod
     def from_bundle(cls, bundle: str | Path, url: str, **options: Any) -> EdgeClient:

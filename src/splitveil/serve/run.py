@@ -67,7 +67,8 @@ def serve(
         port=port,
         ssl_certfile=str(certfile) if certfile else None,
         ssl_keyfile=str(keyfile) if keyfile else None,
-        timeout_graceful_shutdown=drain_timeout,
+        # uvicorn types it int, but only hands it to asyncio.timeout(), which takes float seconds.
+        timeout_graceful_shutdown=drain_timeout,  # type: ignore[arg-type]
         log_level=log_level,
         access_log=False,
         lifespan="on",
