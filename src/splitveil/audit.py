@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -163,7 +164,7 @@ def fit_attack(
     ``target_labels`` (the true labels of the inputs it will invert) are granted to an oracle that
     requires them; without them such an oracle is refused.
     """
-    requires = ATTACKS.get(attack.name).requires  # type: ignore[attr-defined]
+    requires = cast(type[Attack], ATTACKS.get(attack.name)).requires  # attacks register their classes
     if Capability.TARGET_LABELS in requires and target_labels is None:
         raise ConfigError(
             f"attack {attack.name!r} is an oracle that needs the true labels of the inverted inputs; "
@@ -189,8 +190,17 @@ def output_privacy(
         return None
     targets = data.test.take(spec.targets)
     seen = observe_audit(split, aux=data.aux, targets=targets, seed=seed)  # one pass serves every observation
-    options = {"aux": data.aux, "targets": targets, "num_salts": salt_count(split), "epochs": spec.epochs}
+    num_salts = salt_count(split)
     return {
-        observe: score_observation(seen, observe=observe, seed=seed, progress=progress, **options).as_dict()
+        observe: score_observation(
+            seen,
+            observe=observe,
+            seed=seed,
+            progress=progress,
+            aux=data.aux,
+            targets=targets,
+            num_salts=num_salts,
+            epochs=spec.epochs,
+        ).as_dict()
         for observe in spec.observe
     }

@@ -7,12 +7,34 @@ convolutions (2 FLOPs per multiply-accumulate) and ignores cheap elementwise ops
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TypedDict, cast
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from splitveil.split import SplitModel, cut, cut_aliases
+
+
+class CostRow(TypedDict):
+    """:meth:`CostProfile.to_dict`: the profile as JSON-ready values."""
+
+    cut: str
+    edge_flops: int
+    cloud_flops: int
+    edge_params: int
+    cloud_params: int
+    feature_shape: list[int]
+    feature_bytes: int
+
+
+class ModelDescription(TypedDict):
+    """:func:`describe_model`'s answer."""
+
+    name: str
+    params: int
+    input_shape: list[int]
+    cuts: list[CostRow]
 
 
 @dataclass(frozen=True)
@@ -32,10 +54,10 @@ class CostProfile:
         total = self.edge_flops + self.cloud_flops
         return self.edge_flops / total if total else 0.0
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> CostRow:
         row = asdict(self)
         row["feature_shape"] = list(self.feature_shape)
-        return row
+        return cast(CostRow, row)  # the dataclass's fields, feature_shape as a list
 
 
 def count_flops(module: nn.Module, x: torch.Tensor) -> int:
@@ -77,7 +99,7 @@ def profile_cuts(model: nn.Module, input_shape: tuple[int, ...], cuts: list[str]
     return [profile_split(cut(model, at=name), input_shape) for name in names]
 
 
-def describe_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int = 10) -> dict[str, object]:
+def describe_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int = 10) -> ModelDescription:
     """A zoo model's name, parameter count and the cost profile of each of its named cuts."""
     from splitveil.models import create_model
 

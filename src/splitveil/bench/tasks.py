@@ -148,8 +148,15 @@ def _deployed(context: _Context, cell: Cell, *, in_deploy_cell: bool):
 
     cut = cast(str, cell.cut)  # deploy and attack cells name their cut
     return deploy(
-        context.spec, _trained(context), cut, cell.defense_spec, cell.strength,
-        cache=context.cache, progress=False, cached_only=not in_deploy_cell, measure=in_deploy_cell,
+        context.spec,
+        _trained(context),
+        cut,
+        cell.defense_spec,
+        cell.strength,
+        cache=context.cache,
+        progress=False,
+        cached_only=not in_deploy_cell,
+        measure=in_deploy_cell,
     )
 
 

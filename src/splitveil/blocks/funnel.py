@@ -23,7 +23,7 @@ from torch import fx, nn
 
 from splitveil.errors import ConfigError
 from splitveil.split import SplitModel, trace
-from splitveil.surgery import CHANNEL_AGNOSTIC, conv_pair, conv_padding, replace_module
+from splitveil.surgery import CHANNEL_AGNOSTIC, conv_padding, conv_pair, replace_module
 
 
 class SqueezeExcitation(nn.Module):

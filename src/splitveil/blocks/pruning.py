@@ -199,7 +199,12 @@ def channel_groups(
         combined = root_scores.clone()
         for item in group:
             member = names.get(item.dep.target.module)
-            if member is not None and member in scores and member != root and graph.is_out_channel_pruning_fn(item.dep.handler):
+            if (
+                member is not None
+                and member in scores
+                and member != root
+                and graph.is_out_channel_pruning_fn(item.dep.handler)
+            ):
                 claimed.add(member)
                 combined[item.root_idxs] = torch.maximum(combined[item.root_idxs], scores[member][item.idxs])
         groups.append((root, combined))

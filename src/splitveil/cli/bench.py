@@ -63,10 +63,18 @@ def bench_run(
     if dry_run:
         typer.echo(_planned_cells(resolved))
         return
-    options = {"executor": executor, "workers": workers, "threads": threads, "address": address}
-    options["rerun_changed"] = rerun_changed
     with _store_errors(out):
-        rows = run_bench(resolved, out, cache=checkpoint_cache(cache_dir), progress=progress, **options)
+        rows = run_bench(
+            resolved,
+            out,
+            cache=checkpoint_cache(cache_dir),
+            progress=progress,
+            executor=executor,
+            workers=workers,
+            threads=threads,
+            address=address,
+            rerun_changed=rerun_changed,
+        )
     typer.echo(f"{len(rows)} result rows in {out / 'results.jsonl'}; report: {out / 'report.html'}")
 
 

@@ -4,6 +4,7 @@ that turns every refusal into one line."""
 from __future__ import annotations
 
 import sys
+from typing import Protocol, cast
 
 import typer
 from rich.console import Console
@@ -23,8 +24,8 @@ app = typer.Typer(
 
 for command in (models.models, models.profile, models.datasets, models.train, plan.plan, audit.attack):
     app.command()(command)
-for command in (serve.export, serve.serve, serve.infer):
-    app.command()(command)
+for serve_command in (serve.export, serve.serve, serve.infer):
+    app.command()(serve_command)
 app.add_typer(bench.bench_app, name="bench")
 
 
@@ -41,9 +42,11 @@ def main(argv: list[str] | None = None) -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":
             sys.exit(2)  # typer printed the help as it raised this; nothing was refused
         ctx = getattr(exc, "ctx", None)
-        _refuse(exc.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""))
+        message = cast(_ClickError, exc).format_message()
+        _refuse(message + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""))
     except _click_class("ClickException") as exc:
-        _refuse(exc.format_message(), exc.exit_code)
+        error = cast(_ClickError, exc)
+        _refuse(error.format_message(), error.exit_code)
     except typer.Abort:
         _refuse("aborted", 1)
     except SplitveilError as exc:
@@ -53,6 +56,14 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _refuse(f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+class _ClickError(Protocol):
+    """What every exception of click's (whichever copy typer carries) offers."""
+
+    exit_code: int
+
+    def format_message(self) -> str: ...
 
 
 def _click_class(name: str) -> type[Exception]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from splitveil.cli.common import checkpoint_cache, console
 from splitveil.errors import ConfigError, SplitveilError
+
+if TYPE_CHECKING:
+    from splitveil.profile import CostRow, ModelDescription
 
 InputShape = Annotated[
     str, typer.Option(help="Input shape C,H,W used for costs, e.g. 1,28,28 or 3,32,32 (at most 64,512,512).")
@@ -33,10 +36,10 @@ def parse_shape(text: str) -> tuple[int, int, int]:
             f"input shape {text} is too large for the zoo's small-image models; "
             f"give at most {MAX_CHANNELS} channels and {MAX_SIDE}x{MAX_SIDE} pixels"
         )
-    return shape  # type: ignore[return-value]
+    return shape
 
 
-def _described(name: str, shape: tuple[int, int, int], num_classes: int = 10) -> dict[str, object]:
+def _described(name: str, shape: tuple[int, int, int], num_classes: int = 10) -> ModelDescription:
     """``describe_model``, with a model that cannot take ``shape`` refused in one line."""
     from splitveil.profile import describe_model
 
@@ -66,7 +69,7 @@ def models(
         return
     for entry in catalog:
         console().print(f"[bold]{entry['name']}[/bold]  {entry['params']:,} parameters")
-        console().print(_cost_table(entry["cuts"]))  # type: ignore[arg-type]
+        console().print(_cost_table(entry["cuts"]))
 
 
 def profile(
@@ -80,7 +83,7 @@ def profile(
     if as_json:
         typer.echo(json.dumps(entry, indent=2))
     else:
-        console().print(_cost_table(entry["cuts"]))  # type: ignore[arg-type]
+        console().print(_cost_table(entry["cuts"]))
 
 
 def datasets() -> None:
@@ -132,10 +135,10 @@ def train(
     )
 
 
-def _cost_table(cuts: list[dict[str, object]]) -> Table:
+def _cost_table(cuts: list[CostRow]) -> Table:
     table = Table("cut", "feature shape", "bytes/sample", "edge FLOPs", "cloud FLOPs", "edge params", "cloud params")
     for row in cuts:
-        shape = "x".join(str(d) for d in row["feature_shape"])  # type: ignore[attr-defined]
+        shape = "x".join(str(d) for d in row["feature_shape"])
         table.add_row(
             str(row["cut"]),
             shape,

@@ -131,7 +131,7 @@ def serve(
         raise ConfigError("--no-auth and --tokens-file contradict each other; choose one")
     if (cert is None) != (key is None):
         raise ConfigError("HTTPS needs both --cert CERT.pem and --key KEY.pem (or neither, for plain HTTP)")
-    if cert is not None:
+    if cert is not None and key is not None:  # both or neither, checked above
         check_tls_pair(cert, key)
     if capture is None and (capture_max_bytes is not None or capture_max_files is not None):
         raise ConfigError("--capture-max-bytes and --capture-max-files limit a capture; give --capture FILE too")
@@ -211,8 +211,16 @@ def infer(
         check_ca_certificate(ca_cert)
     edge = load_half(checkpoint, "edge")
     batch, names = read_images(images, tuple(edge.metadata["input_shape"]))
-    options = {"token": token, "codec": codec, "compress": zstd, "timeout": timeout, "verify": ca_cert or True}
-    with EdgeClient(edge.module, url, num_classes=edge.metadata["num_classes"], **options) as client:  # type: ignore[arg-type]
+    with EdgeClient(
+        edge.module,
+        url,
+        num_classes=edge.metadata["num_classes"],
+        token=token,
+        codec=codec,
+        compress=zstd,
+        timeout=timeout,
+        verify=ca_cert or True,
+    ) as client:
         labels = []
         for start in range(0, len(batch), 64):
             labels.extend(client.predict(batch[start : start + 64]).tolist())

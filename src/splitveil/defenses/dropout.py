@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from splitveil.blocks.noise_source import NoiseSource, uniform_like
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError
@@ -35,11 +36,12 @@ class FeatureDropout(nn.Module):
             raise ValueError(f"FeatureDropout: p must be in [0, 1), got {p}")
         self.p = float(p)
         self.rescale = rescale
+        self.noise_source: NoiseSource = None  # torch's global generator (see splitveil.blocks.noise_source)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.p == 0:
             return z
-        keep = torch.rand_like(z) >= self.p  # P(u >= p) = 1 - p for u ~ U[0, 1)
+        keep = uniform_like(z, self.noise_source) >= self.p  # P(u >= p) = 1 - p for u ~ U[0, 1)
         kept = z * keep
         return kept / (1 - self.p) if self.rescale else kept
 

@@ -18,10 +18,11 @@ Design decisions [ours]:
 * Input noise is **not clamped** to [0, 1]: clamping would bias the noise (a pixel at 0 could only
   move up) and make its distribution depend on the image; the edge simply receives values outside
   the image range, which is what a device adding noise to its sensor reading would compute.
-* Samples come from torch's **global** generator, so that they are reproducible wherever randomness
-  is seeded: :func:`splitveil.train.fit` seeds it inside ``splitveil.seeding.seeded``, and attacks
-  querying the deployed edge seed their own ``seeded`` block. The modules keep no generator of their
-  own (it would be state shared across every use of the split).
+* Samples come from torch's **global** generator by default, so that they are reproducible wherever
+  randomness is seeded: :func:`splitveil.train.fit` seeds it inside ``splitveil.seeding.seeded``, and
+  attacks querying the deployed edge seed their own ``seeded`` block. A device draws from a secure
+  source instead (``noise_source = "secure"``, set by the edge client; see
+  :mod:`splitveil.blocks.noise_source`).
 * Strength 0 returns the input tensor itself and draws nothing, so it is exactly the identity and
   leaves the global random stream untouched.
 """
@@ -33,6 +34,7 @@ from typing import ClassVar, Literal, get_args
 import torch
 from torch import nn
 
+from splitveil.blocks.noise_source import NoiseSource, randn_like, uniform_like
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError
@@ -42,25 +44,27 @@ Where = Literal["feature", "input"]
 
 
 class GaussianNoise(nn.Module):
-    """``x + σ·ε``, ε ~ N(0, I) from torch's global generator, in train and eval mode alike."""
+    """``x + σ·ε``, ε ~ N(0, I) from ``noise_source`` (torch's global generator by default), in train
+    and eval mode alike."""
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
         if not sigma >= 0:
             raise ValueError(f"GaussianNoise: sigma must be >= 0, got {sigma}")
         self.sigma = float(sigma)
+        self.noise_source: NoiseSource = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.sigma == 0:
             return x
-        return x + self.sigma * torch.randn_like(x)
+        return x + self.sigma * randn_like(x, self.noise_source)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma:g}"
 
 
 class LaplaceNoise(nn.Module):
-    """``x + ε``, ε ~ Laplace(0, b) i.i.d. from torch's global generator, in train and eval mode alike.
+    """``x + ε``, ε ~ Laplace(0, b) i.i.d. from ``noise_source``, in train and eval mode alike.
 
     Sampled by inversion, as ``torch.distributions.Laplace`` does: for u ~ U(−1, 1),
     ``ε = −b · sign(u) · log(1 − |u|)``. The lower bound of u is nudged up by the dtype's epsilon
@@ -72,11 +76,12 @@ class LaplaceNoise(nn.Module):
         if not scale >= 0:
             raise ValueError(f"LaplaceNoise: scale must be >= 0, got {scale}")
         self.scale = float(scale)
+        self.noise_source: NoiseSource = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 0:
             return x
-        u = torch.empty_like(x).uniform_(torch.finfo(x.dtype).eps - 1, 1)
+        u = uniform_like(x, self.noise_source, torch.finfo(x.dtype).eps - 1, 1)
         return x - self.scale * u.sign() * torch.log1p(-u.abs())
 
     def extra_repr(self) -> str:

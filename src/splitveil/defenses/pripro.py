@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitveil.blocks.funnel import edge_output
+from splitveil.blocks.noise_source import NoiseSource, randn_like
 from splitveil.defenses.adversarial import AdversarialDefense
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
@@ -61,7 +62,7 @@ class NoiseDraw:
 
 
 class AttentionNoise(nn.Module):
-    """``z + scale · σ(z) ⊙ ε``, ε ~ N(0, I) from torch's global generator, in train and eval mode alike.
+    """``z + scale · σ(z) ⊙ ε``, ε ~ N(0, I) from ``noise_source``, in train and eval mode alike.
 
     ``σ(z) = softplus(W_o · attention(z))``, the attention over spatial positions with 1x1 conv
     query and key of ``key_channels`` (default ``max(1, C // 4)``) and value of ``C`` channels.
@@ -96,6 +97,7 @@ class AttentionNoise(nn.Module):
             assert bias is not None  # nn.Conv2d has a bias by default
             bias.fill_(_inverse_softplus(initial_sigma))
         self.last_draw: NoiseDraw | None = None
+        self.noise_source: NoiseSource = None  # torch's global generator (see splitveil.blocks.noise_source)
 
     def sigma(self, z: torch.Tensor) -> torch.Tensor:
         """The per-element noise scale ``σ(z) ≥ 0``, shaped like ``z``."""
@@ -115,7 +117,7 @@ class AttentionNoise(nn.Module):
         if self.scale == 0:
             return z
         sigma = self.sigma(z)
-        noise = torch.randn_like(z)
+        noise = randn_like(z, self.noise_source)
         output = z + self.scale * sigma * noise
         if self.training and torch.is_grad_enabled():
             self.last_draw = NoiseDraw(clean=z, sigma=sigma, noise=noise, output=output)

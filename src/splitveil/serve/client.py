@@ -1,7 +1,8 @@
 """The edge client: runs the edge half with its defense, sends the feature, decodes the answer.
 
 The edge is exactly the module the bundle was evaluated with (noise, funnel, pruning, salt layers).
-For a salted model the client draws a fresh secret salt per sample (the OS's CSPRNG by default, or a
+Its noise and dropout blocks draw from the operating system's CSPRNG (``noise="secure"``, see
+:mod:`splitveil.blocks.noise_source`). For a salted model the client draws a fresh secret salt per sample (the OS's CSPRNG by default, or a
 :class:`~splitveil.salt.KeyedSalts` stream), sends only the salted feature, and decodes the cloud's
 salted logits with the salt it kept.
 
@@ -26,6 +27,7 @@ import httpx
 import torch
 from torch import nn
 
+from splitveil.blocks.noise_source import NoiseSource, use_noise_source
 from splitveil.client_side import DeviceSide
 from splitveil.errors import ServeError, WireFormatError
 from splitveil.salt.sources import SaltSource
@@ -61,8 +63,12 @@ class EdgeClient:
         verify: bool | str | Path = True,
         salts: SaltSource | None = None,
         num_classes: int | None = None,
+        noise: NoiseSource = "secure",
     ) -> None:
         self.edge = edge.eval()
+        # The edge's noise, dropout masks and attention noise are drawn as a device must: by default
+        # from the OS's CSPRNG, fresh per call, so the cloud can neither predict nor replay them.
+        use_noise_source(self.edge, noise)
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.codec: Codec = codec

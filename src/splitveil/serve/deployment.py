@@ -68,7 +68,9 @@ def deployment_from_spec(
     data = load_dataset(spec.data.name, seed=spec.seed, **spec.data.loader_options())
     check_cuts(spec, data, [cut_name])
     trained = train_or_load(spec, cache=cache, data=data, progress=progress, cached_only=cached_only)
-    deployed = deploy(spec, trained, cut_name, defense_spec, level, cache=cache, progress=progress, cached_only=cached_only)
+    deployed = deploy(
+        spec, trained, cut_name, defense_spec, level, cache=cache, progress=progress, cached_only=cached_only
+    )
     return Deployment(spec, trained, deployed, defense_spec, level)
 
 
@@ -124,7 +126,14 @@ def load_deployment(
     data = load_dataset(spec.data.name, seed=spec.seed, **spec.data.loader_options())
     trained = train_or_load(spec, cache=cache, data=data, progress=False, cached_only=True)
     deployed = deploy(
-        spec, trained, cell.cut, deploy_cell.defense_spec, cell.strength,
-        cache=cache, progress=False, cached_only=True, measure=measure,
+        spec,
+        trained,
+        cell.cut,
+        deploy_cell.defense_spec,
+        cell.strength,
+        cache=cache,
+        progress=False,
+        cached_only=True,
+        measure=measure,
     )
     return Deployment(spec, trained, deployed, deploy_cell.defense_spec, cell.strength)

@@ -1,0 +1,52 @@
+"""Where a deployed defense's randomness comes from: noise, dropout masks, attention-shaped noise.
+
+A stochastic block draws through :func:`randn_like` / :func:`uniform_like` from its ``noise_source``:
+
+* ``None`` (the default): torch's global generator. Under ``splitveil.seeding.seeded`` this makes
+  training, the audit and every attacker's queries reproducible, which the figures need.
+* a ``torch.Generator``: that generator, for a caller that keeps its own stream.
+* ``"secure"``: every draw comes from a generator freshly seeded with 64 bits of the operating
+  system's CSPRNG (``secrets``), as a device must draw: the cloud cannot predict or replay the noise,
+  since no state carries over from one call to the next (opacus' ``secure_mode`` is the model; it
+  draws from torchcsprng, which is not available here). The edge client sets it on every block of the
+  edge it runs (:func:`use_noise_source`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal, TypeAlias
+
+import torch
+from torch import nn
+
+NoiseSource: TypeAlias = torch.Generator | Literal["secure"] | None
+
+
+def randn_like(x: torch.Tensor, source: NoiseSource) -> torch.Tensor:
+    """Standard normal values shaped like ``x``, drawn from ``source``."""
+    if source is None:
+        return torch.randn_like(x)
+    return torch.randn(x.shape, generator=_generator(source, x.device), dtype=x.dtype, device=x.device)
+
+
+def uniform_like(x: torch.Tensor, source: NoiseSource, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Values uniform on [low, high) shaped like ``x``, drawn from ``source`` (``rand_like`` at the defaults)."""
+    generator = None if source is None else _generator(source, x.device)
+    return torch.empty_like(x).uniform_(low, high, generator=generator)
+
+
+def use_noise_source(module: nn.Module, source: NoiseSource) -> int:
+    """Make every stochastic block inside ``module`` draw from ``source``; how many blocks there are."""
+    if not (source is None or source == "secure" or isinstance(source, torch.Generator)):
+        raise ValueError(f"a noise source is None, 'secure' or a torch.Generator, not {source!r}")
+    blocks = [block for block in module.modules() if hasattr(block, "noise_source")]
+    for block in blocks:
+        block.noise_source = source
+    return len(blocks)
+
+
+def _generator(source: torch.Generator | Literal["secure"], device: torch.device) -> torch.Generator:
+    if isinstance(source, torch.Generator):
+        return source
+    return torch.Generator(device=device).manual_seed(secrets.randbits(64))
