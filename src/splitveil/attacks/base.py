@@ -16,7 +16,7 @@ import copy
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -96,6 +96,7 @@ class AttackerView:
         )
 
     def _get(self, capability: Capability) -> object:
+        # What __init__ took for ``capability``; the accessors below cast it back to that argument's type.
         if capability not in self.capabilities:
             granted = ", ".join(sorted(c.value for c in self.capabilities)) or "nothing"
             raise CapabilityError(f"this attacker has no {capability.value} (granted: {granted})")
@@ -103,27 +104,28 @@ class AttackerView:
 
     @property
     def edge(self) -> nn.Module:
-        return self._get(Capability.EDGE_WEIGHTS)  # type: ignore[return-value]
+        return cast(nn.Module, self._get(Capability.EDGE_WEIGHTS))
 
     @property
     def edge_architecture(self) -> nn.Module:
-        return self._get(Capability.EDGE_ARCHITECTURE)  # type: ignore[return-value]
+        return cast(nn.Module, self._get(Capability.EDGE_ARCHITECTURE))
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """The deployed edge's output for attacker-chosen inputs ``x`` (no gradients)."""
-        return self._get(Capability.EDGE_QUERIES)(x)  # type: ignore[operator]
+        query = cast(Callable[[torch.Tensor], torch.Tensor], self._get(Capability.EDGE_QUERIES))
+        return query(x)
 
     @property
     def cloud(self) -> nn.Module:
-        return self._get(Capability.CLOUD_MODEL)  # type: ignore[return-value]
+        return cast(nn.Module, self._get(Capability.CLOUD_MODEL))
 
     @property
     def aux(self) -> ImageSet:
-        return self._get(Capability.AUX_DATA)  # type: ignore[return-value]
+        return cast(ImageSet, self._get(Capability.AUX_DATA))
 
     @property
     def target_labels(self) -> torch.Tensor:
-        return self._get(Capability.TARGET_LABELS)  # type: ignore[return-value]
+        return cast(torch.Tensor, self._get(Capability.TARGET_LABELS))
 
 
 class Attack(ABC):

@@ -15,12 +15,18 @@ A stochastic block draws through :func:`randn_like` / :func:`uniform_like` from 
 from __future__ import annotations
 
 import secrets
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias, cast
 
 import torch
 from torch import nn
 
 NoiseSource: TypeAlias = torch.Generator | Literal["secure"] | None
+
+
+class _DrawsNoise(Protocol):
+    """A stochastic block: one with a ``noise_source`` attribute."""
+
+    noise_source: NoiseSource
 
 
 def randn_like(x: torch.Tensor, source: NoiseSource) -> torch.Tensor:
@@ -40,7 +46,7 @@ def use_noise_source(module: nn.Module, source: NoiseSource) -> int:
     """Make every stochastic block inside ``module`` draw from ``source``; how many blocks there are."""
     if not (source is None or source == "secure" or isinstance(source, torch.Generator)):
         raise ValueError(f"a noise source is None, 'secure' or a torch.Generator, not {source!r}")
-    blocks = [block for block in module.modules() if hasattr(block, "noise_source")]
+    blocks = [cast(_DrawsNoise, block) for block in module.modules() if hasattr(block, "noise_source")]
     for block in blocks:
         block.noise_source = source
     return len(blocks)

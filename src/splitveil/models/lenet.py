@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 from torch import nn
 
@@ -38,6 +39,6 @@ class LeNet(nn.Sequential):
 
 
 @MODELS.register("lenet")
-def lenet(**options: object) -> LeNet:
+def lenet(**options: Any) -> LeNet:
     """LeNet-5."""
-    return LeNet(**options)  # type: ignore[arg-type]
+    return LeNet(**options)

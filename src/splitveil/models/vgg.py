@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from splitveil.models.layers import conv_stages, pooled_size
@@ -32,6 +34,6 @@ class SmallVGG(nn.Sequential):
 
 
 @MODELS.register("vgg-small")
-def vgg_small(**options: object) -> SmallVGG:
+def vgg_small(**options: Any) -> SmallVGG:
     """A six-conv VGG with batch norm."""
-    return SmallVGG(**options)  # type: ignore[arg-type]
+    return SmallVGG(**options)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -141,7 +141,8 @@ def plan(
     if not feasible:
         result.notes.append("no candidate satisfies every constraint; loosen a limit or add layers/channels")
         return result
-    result.chosen = max(feasible, key=lambda c: (c.accuracy, -c.ssim))  # type: ignore[operator]
+    # A feasible candidate was measured: its accuracy and SSIM are set.
+    result.chosen = max(feasible, key=lambda c: (cast(float, c.accuracy), -cast(float, c.ssim)))
     result.verification = search.verify(result.chosen)
     return result
 

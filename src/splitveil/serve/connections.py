@@ -105,8 +105,8 @@ def guarded_protocol(
     class GuardedProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
 
-        # The ignore: narrows asyncio's BaseTransport to the Transport uvicorn's own override takes.
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # uvicorn's own override narrows asyncio's BaseTransport to Transport; this one follows it.
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
             super().connection_made(transport)
             if len(self.connections) > cap:
                 on_refused("connections")

@@ -12,17 +12,16 @@ Refusals are the same JSON ``{"detail": ...}`` with the same statuses as the res
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from splitveil.errors import WireFormatError
-from splitveil.serve.auth import token_refusal
 from splitveil.serve.batching import ModelError
 from splitveil.serve.capture import CaptureError
 from splitveil.serve.codec import MEDIA_TYPE, decode, encode, read_header
 from splitveil.serve.pending_bodies import PendingBodies
+from splitveil.serve.refusal import Refusal, authorize
 
 if TYPE_CHECKING:
     from splitveil.serve.server import ServerState
@@ -34,14 +33,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 _MEDIA_TYPE = MEDIA_TYPE.encode()
 _ANSWER_HEADERS = [(b"content-type", _MEDIA_TYPE)]
-
-
-class Refusal(Exception):
-    """A 4xx/5xx answer: the status, the metrics reason and the message the client reads."""
-
-    def __init__(self, status: int, reason: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None):
-        super().__init__(detail)
-        self.status, self.reason, self.detail, self.headers = status, reason, detail, headers or []
 
 
 class ClientGone(Exception):
@@ -65,7 +56,8 @@ class InferRoute:
             except Refusal as refusal:
                 metrics.errors.labels(reason=refusal.reason).inc()
                 metrics.requests.labels(status=str(refusal.status)).inc()
-                await _send_json(send, refusal.status, {"detail": refusal.detail}, refusal.headers)
+                await send({"type": "http.response.start", "status": refusal.status, "headers": refusal.asgi_headers()})
+                await send({"type": "http.response.body", "body": refusal.body()})
                 return
             except ClientGone:
                 metrics.errors.labels(reason="disconnect").inc()
@@ -81,14 +73,10 @@ class InferRoute:
     async def _answer(self, scope: Scope, receive: Receive) -> bytes:
         state = self.state
         if scope["method"] != "POST":
-            raise Refusal(405, "method", "/v1/infer takes POST", [(b"allow", b"POST")])
+            raise Refusal(405, "method", "/v1/infer takes POST", {"Allow": "POST"})
         headers = _headers(scope)
         authorization = headers.get(b"authorization")
-        detail = token_refusal(
-            None if authorization is None else authorization.decode("latin-1"), state.settings.tokens
-        )
-        if detail is not None:
-            raise Refusal(401, "auth", detail, [(b"www-authenticate", b"Bearer")])
+        authorize(None if authorization is None else authorization.decode("latin-1"), state.settings.tokens)
         if state.draining:
             raise Refusal(503, "draining", "the server is shutting down; retry on another replica")
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
@@ -183,15 +171,8 @@ def _over_budget(pending: PendingBodies) -> Refusal:
         f"the server holds as many request bodies as it may ({pending.capacity} bytes, --max-pending-bytes); "
         "retry shortly"
     )
-    return Refusal(503, "pending_bytes", detail, [(b"retry-after", b"1")])
+    return Refusal(503, "pending_bytes", detail, {"Retry-After": "1"})
 
 
 def _length(body: bytes) -> tuple[bytes, bytes]:
     return (b"content-length", str(len(body)).encode())
-
-
-async def _send_json(send: Send, status: int, content: dict[str, str], headers: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps(content).encode()
-    start_headers = [(b"content-type", b"application/json"), _length(body), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": start_headers})
-    await send({"type": "http.response.body", "body": body})

@@ -68,7 +68,7 @@ def serve(
         ssl_certfile=str(certfile) if certfile else None,
         ssl_keyfile=str(keyfile) if keyfile else None,
         # uvicorn types it int, but only hands it to asyncio.timeout(), which takes float seconds.
-        timeout_graceful_shutdown=drain_timeout,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=drain_timeout,  # type: ignore[arg-type]  # a float works (see above)
         log_level=log_level,
         access_log=False,
         lifespan="on",

@@ -27,7 +27,6 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from splitveil.serve.auth import token_refusal
 from splitveil.serve.batching import MicroBatcher
 from splitveil.serve.bundle import LoadedHalf
 from splitveil.serve.capture import CaptureWriter
@@ -36,6 +35,7 @@ from splitveil.serve.codec import CODECS, MAX_HEADER_BYTES, MEDIA_TYPE, WIRE_VER
 from splitveil.serve.infer_route import InferRoute, Receive, Scope, Send
 from splitveil.serve.metrics import ServerMetrics
 from splitveil.serve.pending_bodies import PendingBodies
+from splitveil.serve.refusal import Refusal, authorize
 
 
 @dataclass(frozen=True)
@@ -143,10 +143,14 @@ def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> Clo
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    @app.exception_handler(Refusal)
+    async def refused(_: Request, refusal: Refusal) -> JSONResponse:
+        state.metrics.errors.labels(reason=refusal.reason).inc()
+        return JSONResponse({"detail": refusal.detail}, status_code=refusal.status, headers=refusal.headers)
+
     @app.get("/v1/model")
     async def model_info(request: Request) -> JSONResponse:
-        if refusal := _check_token(request, state):
-            return refusal
+        authorize(request.headers.get("authorization"), state.settings.tokens)
         meta = state.cloud.metadata
         return JSONResponse(
             {
@@ -170,17 +174,3 @@ def _capture_recorder(
 ) -> CaptureRecorder:
     writer = CaptureWriter(path, max_bytes=settings.capture_max_bytes, max_files=settings.capture_max_files)
     return CaptureRecorder(writer, on_error=settings.capture_errors, metrics=metrics, largest_body=largest_body)
-
-
-def _check_token(request: Request, state: ServerState) -> JSONResponse | None:
-    detail = token_refusal(request.headers.get("authorization"), state.settings.tokens)
-    if detail is None:
-        return None
-    return _refuse(state, 401, "auth", detail, headers={"WWW-Authenticate": "Bearer"})
-
-
-def _refuse(
-    state: ServerState, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    state.metrics.errors.labels(reason=reason).inc()
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
