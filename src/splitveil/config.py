@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from splitveil.errors import ConfigError
 from splitveil.plugins import load_plugins
 
+#: What the output-inference audit's classifiers read, and the re-identification distances.
+Observed = Literal["logits", "features", "both"]
+ReidDistance = Literal["l2", "ssim", "embedding"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -201,7 +205,7 @@ class OutputAuditSpec(_Strict):
     """
 
     enabled: bool = False
-    observe: list[Literal["logits", "features", "both"]] = Field(default_factory=lambda: ["logits", "features"])
+    observe: list[Observed] = Field(default_factory=lambda: list[Observed](["logits", "features"]))
     targets: int = Field(default=2000, ge=1, description="test images the classifiers are scored on")
     epochs: int = Field(default=20, ge=1)
 
@@ -212,8 +216,8 @@ class ReidSpec(_Strict):
 
     enabled: bool = True
     candidates: int = Field(default=100, ge=2, description="N: the target plus N - 1 same-class test images")
-    distances: list[Literal["l2", "ssim", "embedding"]] = Field(
-        default_factory=lambda: ["l2", "ssim", "embedding"],
+    distances: list[ReidDistance] = Field(
+        default_factory=lambda: list[ReidDistance](["l2", "ssim", "embedding"]),
         min_length=1,
         description="the attacker's distances (embedding: the evaluator's penultimate layer)",
     )

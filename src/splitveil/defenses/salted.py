@@ -34,7 +34,7 @@ Options:
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -110,14 +110,14 @@ class SaltedDefense(Defense):
             raise ConfigError(self._bad_point(salt_at, edge)) from None
         after = pieces.cloud
         try:
-            _, layer = first_layer(after)  # type: ignore[arg-type]
+            _, layer = first_layer(cast(fx.GraphModule, after))  # cut() halves are GraphModules
         except ConfigError as exc:
             raise ConfigError(f"{self.name}: salt_at={salt_at!r}: {exc}") from None
         code = self._code(split.cloud)
         original = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
         channels = max(1, round(self.strength * original))
         with seeded(self.seed):  # the same salt layers for the same seed; the caller's stream untouched
-            widen_input(after, channels)  # type: ignore[arg-type]
+            widen_input(cast(fx.GraphModule, after), channels)
             if isinstance(layer, nn.Conv2d):
                 maps: SaltMaps | SaltVector = SaltMaps(
                     num_salts=code.num_salts, channels=channels, tile=self.tile, scale=self.salt_scale
@@ -181,7 +181,7 @@ def salt_points(edge: nn.Module) -> list[str]:
     points = []
     for name in valid_cuts(edge):
         try:
-            first_layer(cut(edge, at=name).cloud)  # type: ignore[arg-type]
+            first_layer(cast(fx.GraphModule, cut(edge, at=name).cloud))
         except (ConfigError, InvalidCutError):
             continue
         points.append(name)

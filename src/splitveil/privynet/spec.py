@@ -47,7 +47,7 @@ class PlanSpec(_Strict):
     public_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=5))
     layers: list[str] = Field(min_length=1)
     channels: list[int] = Field(min_length=1, description="channel counts to keep (capped at each layer's width)")
-    selections: list[Selection] = Field(default_factory=lambda: ["random", "attacker"])
+    selections: list[Selection] = Field(default_factory=lambda: list[Selection](["random", "attacker"]))
     selection_epochs: int = Field(default=3, ge=1, description="epochs of the attacker-guided ranking's decoder")
     cloud_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=3))
     attack: AttackSpec = Field(default_factory=lambda: _default_attack(3))

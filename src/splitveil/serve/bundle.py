@@ -17,6 +17,7 @@ sample must give the declared shape. Only then is a half returned, and a server 
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -214,5 +215,5 @@ def _without_secrets(defense: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     from splitveil.defenses import DEFENSES
 
-    secrets = DEFENSES.get(defense["name"]).client_options
+    secrets = typing.cast(type[Defense], DEFENSES.get(defense["name"])).client_options  # defenses register classes
     return {**defense, "options": {k: v for k, v in defense["options"].items() if k not in secrets}}
