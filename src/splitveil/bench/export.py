@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from splitveil.attacks import ATTACKS
+from splitveil.bench.cell_results import AttackResult, DeployResult, EvaluatorResult, TrainResult
 from splitveil.bench.cells import EVALUATOR_ID, TRAIN_ID, Cell, deploy_id
 from splitveil.bench.results import RESULTS_FILE, ResultRow
 from splitveil.bench.store import StoredCell
@@ -21,11 +22,10 @@ from splitveil.config import ExperimentSpec
 from splitveil.metrics import privacy_index
 
 #: What a row takes from its deploy cell (shared by every attack on that split) and from its attack cell.
-_FROM_DEPLOY = ("accuracy", "mi", "edge_flops", "cloud_flops", "edge_params", "feature_shape", "feature_bytes",
-                "output_privacy")  # fmt: skip
-_FROM_ATTACK = ("ssim", "psnr", "mse", "privacy_accuracy", "targets", "reconstruction_file")
-#: Re-identification figures, absent from the results of attack cells stored before they existed.
-_REID = ("reid_top1", "reid_top5", "reid_candidates", "reid_distance")
+_FROM_DEPLOY = {"accuracy", "mi", "edge_flops", "cloud_flops", "edge_params", "feature_shape", "feature_bytes",
+                "output_privacy"}  # fmt: skip
+_FROM_ATTACK = {"ssim", "psnr", "mse", "privacy_accuracy", "targets", "reconstruction_file", "reid_top1",
+                "reid_top5", "reid_candidates", "reid_distance"}  # fmt: skip
 #: The attack whose SSIM is the floor that leakage is judged above.
 OUTPUT_ORACLE = "output-oracle"
 
@@ -37,19 +37,19 @@ def assemble_rows(spec: ExperimentSpec, cells: list[Cell], stored: dict[str, Sto
         for cell_id, entry in stored.items()
         if entry.status == "done" and entry.result is not None  # a done cell always has its result
     }
-    train = done.get(TRAIN_ID) or {}
-    depth = {name: index for index, name in enumerate(train.get("cut_order", []))}
-    evaluator = done.get(EVALUATOR_ID) or {}
+    train = TrainResult.model_validate(done[TRAIN_ID]) if TRAIN_ID in done else None
+    depth = {name: index for index, name in enumerate(train.cut_order if train else [])}
+    evaluator = EvaluatorResult.model_validate(done[EVALUATOR_ID]) if EVALUATOR_ID in done else None
     rows: list[ResultRow] = []
     for cell in cells:
         if cell.kind != "attack" or cell.id not in done:
             continue
         cut, attack_name = cast(str, cell.cut), cast(str, cell.attack)  # an attack cell names both
-        deployed = done.get(deploy_id(cut, cell.defense, cell.strength))
-        if deployed is None:
+        deploy_result = done.get(deploy_id(cut, cell.defense, cell.strength))
+        if deploy_result is None:
             continue  # cannot happen for a consistent store: an attack runs after its deploy cell
-        attack = done[cell.id]
-        reid: dict[str, Any] = {name: attack.get(name) for name in _REID}  # None where not measured
+        deployed = DeployResult.model_validate(deploy_result)
+        attack = AttackResult.model_validate(done[cell.id])
         rows.append(
             ResultRow(
                 model=spec.model.name,
@@ -61,16 +61,16 @@ def assemble_rows(spec: ExperimentSpec, cells: list[Cell], stored: dict[str, Sto
                 attack=attack_name,
                 oracle=bool(getattr(ATTACKS.get(attack_name), "oracle", False)),
                 seed=spec.seed,
-                evaluator_accuracy=evaluator.get("evaluator_accuracy"),
-                seconds=attack["attack_seconds"],
-                **{name: deployed[name] for name in _FROM_DEPLOY},
-                **{name: attack[name] for name in _FROM_ATTACK},
-                **reid,
+                evaluator_accuracy=evaluator.evaluator_accuracy if evaluator else None,
+                seconds=attack.attack_seconds,
+                **deployed.model_dump(include=_FROM_DEPLOY),
+                **attack.model_dump(include=_FROM_ATTACK),
             )
         )
     if not rows:
         return rows
-    return _with_oracle_floor(_with_privacy_index(rows, chance=1 / train["num_classes"]))
+    assert train is not None  # an attack cell ran, so the train cell it depends on is done
+    return _with_oracle_floor(_with_privacy_index(rows, chance=1 / train.num_classes))
 
 
 def _with_oracle_floor(rows: list[ResultRow]) -> list[ResultRow]:

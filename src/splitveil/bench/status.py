@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from splitveil.bench.cell_results import TrainResult
 from splitveil.bench.cells import TRAIN_ID, Cell, expand_cells
 from splitveil.bench.store import STORE_FILE, ResultStore, StoredCell, error_headline
 from splitveil.config import ExperimentSpec, load_spec
@@ -64,7 +65,7 @@ def cells_of_run(spec: ExperimentSpec, stored: dict[str, StoredCell]) -> list[Ce
         return expand_cells(spec, spec.cuts)
     train = stored.get(TRAIN_ID)
     if train is not None and train.status == "done" and train.result is not None:  # done: it has a result
-        return expand_cells(spec, train.result["cut_order"])
+        return expand_cells(spec, TrainResult.model_validate(train.result).cut_order)
     from splitveil.bench.run import plan_cells
 
     return plan_cells(spec)

@@ -22,6 +22,7 @@ from typing import Any, cast
 import torch
 from safetensors.torch import save
 
+from splitveil.bench.cell_results import AttackResult, DeployResult, EvaluatorResult, TrainResult
 from splitveil.bench.cells import Cell, evaluator_fingerprint
 from splitveil.checkpoint import CheckpointCache, load_weights
 from splitveil.config import AttackSpec, ExperimentSpec, parse_spec
@@ -97,12 +98,12 @@ def _train(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
     from splitveil.split import cut_aliases
 
     trained = _trained(context, cached_only=False)
-    return {
-        "test_accuracy": trained.test_accuracy,
-        "from_cache": trained.from_cache,
-        "cut_order": list(cut_aliases(trained.model)),
-        "num_classes": context.data.num_classes,
-    }, None
+    return TrainResult(
+        test_accuracy=trained.test_accuracy,
+        from_cache=trained.from_cache,
+        cut_order=list(cut_aliases(trained.model)),
+        num_classes=context.data.num_classes,
+    ).to_json(), None
 
 
 def _evaluator_entry(context: _Context) -> Path:
@@ -130,7 +131,9 @@ def _evaluator(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
         )
         context.cache.store(entry.name, evaluator, {"kind": "evaluator", "model": spec.audit.evaluator.model})
     targets = data.test.take(spec.audit.targets)
-    return {"evaluator_accuracy": privacy_accuracy(evaluator, targets.images, targets.labels)}, None
+    return EvaluatorResult(
+        evaluator_accuracy=privacy_accuracy(evaluator, targets.images, targets.labels)
+    ).to_json(), None
 
 
 def _load_evaluator(context: _Context, entry: Path) -> torch.nn.Module:
@@ -171,17 +174,17 @@ def _deploy(context: _Context, cell: Cell) -> tuple[dict[str, Any], None]:
     with seeded(spec.seed):  # a noisy edge samples its noise as deployed, reproducibly
         mi = feature_mutual_information(split, mi_images, spec.audit.mine, seed=spec.seed)
     outputs = output_privacy(split, spec.audit.output, data=data, seed=spec.seed, progress=False)
-    return {
-        "accuracy": deployed.accuracy,
-        "from_cache": deployed.from_cache,
-        "mi": mi,
-        "output_privacy": outputs,
-        "edge_flops": profile.edge_flops,
-        "cloud_flops": profile.cloud_flops,
-        "edge_params": profile.edge_params,
-        "feature_shape": list(profile.feature_shape),
-        "feature_bytes": profile.feature_bytes,
-    }, None
+    return DeployResult(
+        accuracy=deployed.accuracy,
+        from_cache=deployed.from_cache,
+        mi=mi,
+        output_privacy=outputs,
+        edge_flops=profile.edge_flops,
+        cloud_flops=profile.cloud_flops,
+        edge_params=profile.edge_params,
+        feature_shape=list(profile.feature_shape),
+        feature_bytes=profile.feature_bytes,
+    ).to_json(), None
 
 
 def _attack(context: _Context, cell: Cell) -> tuple[dict[str, Any], bytes]:
@@ -203,24 +206,16 @@ def _attack(context: _Context, cell: Cell) -> tuple[dict[str, Any], bytes]:
             "reconstruction": outcome.reconstruction[:shown].contiguous(),
         }
     )
-    return {
-        "ssim": outcome.ssim,
-        "psnr": outcome.psnr,
-        "mse": outcome.mse,
-        "privacy_accuracy": outcome.privacy_accuracy,
-        "targets": len(targets),
-        "attack_seconds": round(outcome.seconds, 3),
-        **_reid_figures(outcome.reid),
-    }, tensors
-
-
-def _reid_figures(reid: Any) -> dict[str, Any]:
-    """An attack cell's re-identification figures (all None when the audit did not measure them)."""
-    if reid is None:
-        return {"reid_top1": None, "reid_top5": None, "reid_candidates": None, "reid_distance": None}
-    return {
-        "reid_top1": reid.top1,
-        "reid_top5": reid.top5,
-        "reid_candidates": reid.candidates,
-        "reid_distance": reid.distance,
-    }
+    reid = outcome.reid  # None when the audit does not re-identify
+    return AttackResult(
+        ssim=outcome.ssim,
+        psnr=outcome.psnr,
+        mse=outcome.mse,
+        privacy_accuracy=outcome.privacy_accuracy,
+        targets=len(targets),
+        attack_seconds=round(outcome.seconds, 3),
+        reid_top1=None if reid is None else reid.top1,
+        reid_top5=None if reid is None else reid.top5,
+        reid_candidates=None if reid is None else reid.candidates,
+        reid_distance=None if reid is None else reid.distance,
+    ).to_json(), tensors
