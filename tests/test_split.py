@@ -37,6 +37,13 @@ def test_every_model_declares_at_least_three_valid_cuts(model_name):
         assert isinstance(cut(model, at=cut_name), SplitModel)
 
 
+@pytest.mark.parametrize("model_name", MODELS.names())
+def test_the_registry_states_each_model_s_cut_points_and_input_without_building_it(model_name):
+    info = MODELS.info(model_name)
+    model = create_model(model_name, input_shape=info["input_shape"])
+    assert tuple(model.cut_points) == info["cut_points"]
+
+
 def test_halves_share_parameters_with_the_model():
     model = create_model("he-cnn")
     split = cut(model, at="relu22")

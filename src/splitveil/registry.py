@@ -15,6 +15,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from splitveil.errors import ConfigError, UnknownNameError
@@ -34,22 +35,38 @@ class Registry(Generic[T]):
         'MEOW'
         >>> animals.names("c*")
         ['cat']
+        >>> @animals.register("dog", legs=4)
+        ... def make_dog() -> str:
+        ...     return "woof"
+        >>> animals.info("dog")["legs"]
+        4
     """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
+        self._info: dict[str, Mapping[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator registering ``factory`` under ``name``; a duplicate name is an error."""
+    def register(self, name: str, **info: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering ``factory`` under ``name``; a duplicate name is an error.
+
+        ``info`` is the entry's metadata, queryable with :meth:`info` without calling the factory
+        (a model's ``cut_points``, say, without building the model).
+        """
 
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = factory
+            self._info[name] = MappingProxyType(dict(info))
             return factory
 
         return decorate
+
+    def info(self, name: str) -> Mapping[str, Any]:
+        """The metadata ``name`` was registered with (read-only; empty if none was given)."""
+        self.get(name)  # an unknown name is the same clear error as for get()
+        return self._info[name]
 
     def get(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name``; unknown names list the valid ones."""

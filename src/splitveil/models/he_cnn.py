@@ -37,7 +37,29 @@ class HeCNN(nn.Sequential):
         self.cut_points = tuple(name for name in layers if name not in ("flatten", "fc2"))
 
 
-@MODELS.register("he-cnn")
+@MODELS.register(
+    "he-cnn",
+    input_shape=(1, 28, 28),
+    cut_points=(
+        "conv11",
+        "relu11",
+        "conv12",
+        "relu12",
+        "pool1",
+        "conv21",
+        "relu21",
+        "conv22",
+        "relu22",
+        "pool2",
+        "conv31",
+        "relu31",
+        "conv32",
+        "relu32",
+        "pool3",
+        "fc1",
+        "relu4",
+    ),  # fmt: skip
+)
 def he_cnn(**options: Any) -> HeCNN:
     """He et al.'s 6-conv + 2-FC CNN."""
     return HeCNN(**options)

@@ -38,7 +38,11 @@ class LeNet(nn.Sequential):
         self.cut_points = tuple(name for name in layers if name not in ("flatten", "fc3"))
 
 
-@MODELS.register("lenet")
+@MODELS.register(
+    "lenet",
+    input_shape=(1, 28, 28),
+    cut_points=("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1", "relu3", "fc2", "relu4"),
+)
 def lenet(**options: Any) -> LeNet:
     """LeNet-5."""
     return LeNet(**options)

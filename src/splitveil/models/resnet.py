@@ -78,7 +78,7 @@ class CifarResNet(nn.Module):
 
 
 # The depth is the model's name, so it is no option: these signatures list what a spec may set.
-@MODELS.register("resnet8")
+@MODELS.register("resnet8", input_shape=(3, 32, 32), cut_points=("stem", "layer1.0", "layer2.0", "layer3.0", "pool"))
 def resnet8(
     *,
     input_shape: tuple[int, int, int] = (3, 32, 32),
@@ -89,7 +89,11 @@ def resnet8(
     return CifarResNet(input_shape=input_shape, num_classes=num_classes, blocks_per_stage=1, widths=widths)
 
 
-@MODELS.register("resnet20")
+@MODELS.register(
+    "resnet20",
+    input_shape=(3, 32, 32),
+    cut_points=("stem", *(f"layer{stage}.{block}" for stage in (1, 2, 3) for block in range(3)), "pool"),
+)
 def resnet20(
     *,
     input_shape: tuple[int, int, int] = (3, 32, 32),

@@ -33,7 +33,23 @@ class SmallVGG(nn.Sequential):
         self.cut_points = tuple(name for name in layers if name.startswith(("relu", "pool")) or name == "fc1")
 
 
-@MODELS.register("vgg-small")
+@MODELS.register(
+    "vgg-small",
+    input_shape=(3, 32, 32),
+    cut_points=(
+        "relu1_1",
+        "relu1_2",
+        "pool1",
+        "relu2_1",
+        "relu2_2",
+        "pool2",
+        "relu3_1",
+        "relu3_2",
+        "pool3",
+        "fc1",
+        "relu_fc1",
+    ),  # fmt: skip
+)
 def vgg_small(**options: Any) -> SmallVGG:
     """A six-conv VGG with batch norm."""
     return SmallVGG(**options)
