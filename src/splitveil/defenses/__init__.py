@@ -8,6 +8,8 @@ Registered defenses, by name -> class: strength:
 - ``none`` -> :class:`NoDefense`: ignored (the undefended split)
 - ``gaussian-noise`` -> :class:`GaussianNoiseDefense`: σ of N(0, σ²) on ``z`` or ``x`` (He et al.)
 - ``laplace-noise`` -> :class:`LaplaceNoiseDefense`: scale b of Laplace(0, b) on ``z`` or ``x``
+- ``bounded-noise`` -> :class:`BoundedNoiseDefense`: noise std relative to a per-sample bound on the
+  feature's scale, which training cannot inflate (trains noise-aware)
 - ``feature-dropout`` -> :class:`FeatureDropoutDefense`: drop probability p ∈ [0, 1) on ``z``
 - ``nopeek`` -> :class:`NoPeekDefense`: weight of ``dCor(x, z)`` in the loss (trains)
 - ``adversarial`` -> :class:`AdversarialDefense`: weight β of ``−L_adv`` against a jointly trained
@@ -33,6 +35,7 @@ from splitveil.blocks.pruning import ChannelMask
 # The defense modules are imported for their side effect too: each registers itself in DEFENSES.
 from splitveil.defenses.adversarial import AdversarialDefense, Standardize
 from splitveil.defenses.base import Defense, NoDefense, wrap_edge
+from splitveil.defenses.bounded_noise import BoundedNoiseDefense
 from splitveil.defenses.dropout import FeatureDropout, FeatureDropoutDefense
 from splitveil.defenses.lipschitz import blockwise_lipschitz, local_lipschitz
 from splitveil.defenses.noise import GaussianNoise, GaussianNoiseDefense, LaplaceNoise, LaplaceNoiseDefense
@@ -47,6 +50,7 @@ __all__ = [
     "DEFENSES",
     "AdversarialDefense",
     "AttentionNoise",
+    "BoundedNoiseDefense",
     "ChannelMask",
     "Defense",
     "FeatureDropout",
