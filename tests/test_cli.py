@@ -478,7 +478,7 @@ def test_attack_refuses_bad_set_options_before_training(assignment, expected, ti
 def test_infer_names_an_image_file_it_cannot_read(kind, expected, tmp_path):
     from numpy.lib import format as npy_format
 
-    from splitveil.cli.serve import read_images
+    from splitveil.serve.images import read_image_files
 
     path = tmp_path / f"{kind}.npy"
     if kind == "object":
@@ -497,6 +497,6 @@ def test_infer_names_an_image_file_it_cannot_read(kind, expected, tmp_path):
     else:
         np.save(path, np.zeros((0, 1, 12, 12), np.float32))
     with pytest.raises(ConfigError) as info:
-        read_images([path], (1, 12, 12))
+        read_image_files([path], (1, 12, 12))
     message = str(info.value)
     assert str(path) in message and re.search(expected, message) and "\n" not in message

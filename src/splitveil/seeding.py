@@ -37,3 +37,10 @@ def seeded(seed: int | None = None) -> Iterator[None]:
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+def seed_process(seed: int) -> None:
+    """Seed torch's global generators for the rest of the process: for a top-level command whose
+    figures must reproduce (``splitveil attack`` draws a noisy edge's noise as a bench cell does).
+    Library code never calls it; it runs its randomness in :func:`seeded` blocks."""
+    torch.manual_seed(seed)  # seeds the CPU generator and every CUDA device's

@@ -46,7 +46,14 @@ def test_a_source_that_is_none_of_the_three_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "strength"), [("gaussian-noise", 0.5), ("laplace-noise", 0.5), ("feature-dropout", 0.5), ("pripro", 0.5), ("bounded-noise", 0.5)]
+    ("name", "strength"),
+    [
+        ("gaussian-noise", 0.5),
+        ("laplace-noise", 0.5),
+        ("feature-dropout", 0.5),
+        ("pripro", 0.5),
+        ("bounded-noise", 0.5),
+    ],
 )
 def test_the_edge_client_draws_a_stochastic_edge_s_randomness_securely(name: str, strength: float) -> None:
     split = create_defense(name, strength=strength).apply(tiny_split()).eval()

@@ -9,6 +9,7 @@ same spec skips finished cells, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from splitveil.bench.cells import Cell, expand_cells
@@ -88,6 +89,15 @@ def plan_cells(spec: ExperimentSpec) -> list[Cell]:
 
         cuts = list(cut_aliases(build_model(spec, data)))
     return expand_cells(spec, cuts)
+
+
+def describe_plan(spec: ExperimentSpec) -> str:
+    """What ``bench run`` would compute for ``spec``: cells per kind and the cuts (resolved when omitted)."""
+    cells = plan_cells(spec)  # reads the dataset, to check the cuts against the model
+    kinds = Counter(cell.kind for cell in cells)
+    cuts = list(dict.fromkeys(cell.cut for cell in cells if cell.cut is not None))
+    counts = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+    return f"{spec.name}: {len(cells)} cells ({counts}) at {len(cuts)} cut(s): {', '.join(cuts)}; nothing was run"
 
 
 def _keep_tensors(out: Path, cell: Cell, outcome: CellOutcome) -> dict:

@@ -28,6 +28,22 @@ class RunStatus:
     def pending(self) -> int:
         return sum(self.total.values()) - sum(self.done.values()) - len(self.failed)
 
+    def kind_rows(self) -> list[tuple[str, int, int, int, int]]:
+        """Per kind of cell: ``(kind, total, done, failed, pending)``."""
+        rows = []
+        for kind, total in self.total.items():
+            failed = sum(1 for cell_id in self.failed if cell_id.split("/")[0] == kind)
+            rows.append((kind, total, self.done[kind], failed, total - self.done[kind] - failed))
+        return rows
+
+    def work_left(self) -> str:
+        """The pending work in words: cell-minutes where cells of the kind have been timed."""
+        untimed = ", ".join(f"{count} {kind}" for kind, count in self.untimed.items())
+        if self.remaining_seconds is None:
+            return f"left: not estimated yet (no cell of these kinds has finished: {untimed})"
+        left = f"left: about {self.remaining_seconds / 60:.1f} cell-minutes of work"
+        return left + (f", plus {untimed} cell(s) of kinds not timed yet" if untimed else "")
+
 
 def run_status(directory: str | Path) -> RunStatus:
     directory = Path(directory)

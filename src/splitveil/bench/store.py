@@ -75,6 +75,19 @@ class StoredCell:
     worker: str | None
 
 
+@contextmanager
+def readable_store(directory: Path) -> Iterator[None]:
+    """A results store SQLite cannot read is refused by name, with the fix, instead of sqlite3's traceback."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        store = directory / STORE_FILE
+        raise SplitveilError(
+            f"cannot read the results store {store} ({exc}); if it is damaged, recover it with "
+            f"`sqlite3 {store} .recover`, or run the spec again with a new --out"
+        ) from None
+
+
 class ResultStore:
     """The store of one run directory. Cheap to open: workers open their own connection per cell."""
 

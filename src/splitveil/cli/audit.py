@@ -40,9 +40,10 @@ def attack(
     from splitveil.audit import run_attack
     from splitveil.bench.capture_audit import audit_capture
     from splitveil.checkpoint import CheckpointCache
-    from splitveil.cli.serve import read_images
     from splitveil.config import load_spec, parse_attack
+    from splitveil.seeding import seed_process
     from splitveil.serve.deployment import deployment_from_spec
+    from splitveil.serve.images import read_image_files
 
     if originals and capture is None:
         raise ConfigError("--originals scores a capture's reconstructions; give --capture FILE too")
@@ -53,9 +54,7 @@ def attack(
         resolved, cut_name, defense=defense, strength=strength, cache=cache, progress=progress
     )
     split, data = deployment.deployed.split.eval(), deployment.trained.data
-    import torch
-
-    torch.manual_seed(resolved.seed)  # a noisy edge draws its noise as the bench's cells do: reproducibly
+    seed_process(resolved.seed)  # a noisy edge draws its noise as the bench's cells do: reproducibly
     label = f"{attack_name} at {cut_name} ({defense or 'undefended'})"
     if capture is None:
         chosen = data.test.take(targets)
@@ -68,7 +67,7 @@ def attack(
         score = f"SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, MSE {outcome.mse:.4f}{reid}"
         typer.echo(f"{label} on {len(chosen)} test images: {score}; grid: {out}")
         return
-    sent = None if not originals else read_images(originals, data.input_shape)[0]
+    sent = None if not originals else read_image_files(originals, data.input_shape)[0]
     audit = audit_capture(split, attack_spec, capture, data=data, seed=resolved.seed, progress=progress, originals=sent)
     for damage in audit.damage:
         typer.echo(f"warning: {damage}", err=True)

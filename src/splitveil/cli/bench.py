@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,8 +13,7 @@ from splitveil.cli.common import checkpoint_cache, console
 from splitveil.errors import SplitveilError
 
 if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, to start fast
-    from splitveil.bench.status import RunStatus
-    from splitveil.config import ExperimentSpec
+    pass
 
 bench_app = typer.Typer(help="Run model x cut x attack benchmarks and build their reports.", no_args_is_help=True)
 
@@ -57,13 +54,15 @@ def bench_run(
 ) -> None:
     """Run every cell of SPEC not already done in OUT, then write OUT/results.jsonl and OUT/report.html."""
     from splitveil.bench import run_bench
+    from splitveil.bench.run import describe_plan
+    from splitveil.bench.store import readable_store
     from splitveil.config import load_spec
 
     resolved = load_spec(spec, {"data.data_dir": data_dir, "cuts": cuts or None, "seed": seed})
     if dry_run:
-        typer.echo(_planned_cells(resolved))
+        typer.echo(describe_plan(resolved))
         return
-    with _store_errors(out):
+    with readable_store(out):
         rows = run_bench(
             resolved,
             out,
@@ -78,72 +77,35 @@ def bench_run(
     typer.echo(f"{len(rows)} result rows in {out / 'results.jsonl'}; report: {out / 'report.html'}")
 
 
-def _planned_cells(spec: ExperimentSpec) -> str:
-    """What ``bench run`` would compute for ``spec``: cells per kind and the cuts (resolved when omitted)."""
-    from collections import Counter
-
-    from splitveil.bench.run import plan_cells
-
-    cells = plan_cells(spec)  # reads the dataset, to check the cuts against the model
-    kinds = Counter(cell.kind for cell in cells)
-    cuts = list(dict.fromkeys(cell.cut for cell in cells if cell.cut is not None))
-    counts = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
-    return f"{spec.name}: {len(cells)} cells ({counts}) at {len(cuts)} cut(s): {', '.join(cuts)}; nothing was run"
-
-
-@contextlib.contextmanager
-def _store_errors(directory: Path) -> Iterator[None]:
-    """A results store SQLite cannot read is refused by name instead of with sqlite3's traceback."""
-    import sqlite3
-
-    from splitveil.bench.store import STORE_FILE
-
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        store = directory / STORE_FILE
-        raise SplitveilError(
-            f"cannot read the results store {store} ({exc}); if it is damaged, recover it with "
-            f"`sqlite3 {store} .recover`, or run the spec again with a new --out"
-        ) from None
-
-
 @bench_app.command("status")
 def bench_status(directory: Annotated[Path, typer.Argument(help="A bench run directory.")]) -> None:
     """Progress of a run directory: cells done, failed (with their errors), started and pending."""
     from splitveil.bench.status import run_status
+    from splitveil.bench.store import readable_store
 
-    with _store_errors(directory):
+    with readable_store(directory):
         status = run_status(directory)
     table = Table("cells", "total", "done", "failed", "pending")
-    for kind, total in status.total.items():
-        failed = sum(1 for cell_id in status.failed if cell_id.split("/")[0] == kind)
-        table.add_row(kind, str(total), str(status.done[kind]), str(failed), str(total - status.done[kind] - failed))
+    for row in status.kind_rows():
+        table.add_row(*map(str, row))
     console().print(table)
     if status.started:
         typer.echo(f"started and not finished in the latest run: {len(status.started)} (running, or cut off)")
     for cell_id, error in status.failed.items():
         typer.echo(f"failed {cell_id}: {error}")
     if status.pending:
-        typer.echo(_work_left(status))
+        typer.echo(status.work_left())
     if not status.pending and not status.failed:
         typer.echo(f"complete: every cell is done; report: {directory / 'report.html'}")
-
-
-def _work_left(status: RunStatus) -> str:
-    untimed = ", ".join(f"{count} {kind}" for kind, count in status.untimed.items())
-    if status.remaining_seconds is None:
-        return f"left: not estimated yet (no cell of these kinds has finished: {untimed})"
-    left = f"left: about {status.remaining_seconds / 60:.1f} cell-minutes of work"
-    return left + (f", plus {untimed} cell(s) of kinds not timed yet" if untimed else "")
 
 
 @bench_app.command("report")
 def bench_report(directory: Annotated[Path, typer.Argument(help="A bench run directory.")]) -> None:
     """Rebuild DIRECTORY/report.html from its results.jsonl and saved reconstructions."""
     from splitveil.bench import build_report
+    from splitveil.bench.store import readable_store
 
-    with _store_errors(directory):
+    with readable_store(directory):
         typer.echo(f"report: {build_report(directory)}")
 
 
@@ -154,9 +116,10 @@ def bench_frontier(
 ) -> None:
     """Print DIRECTORY's frontier: per deployed split, accuracy, every attack's SSIM, MI and costs."""
     from splitveil.bench.results import read_rows
+    from splitveil.bench.store import readable_store
     from splitveil.bench.tables import frontier_table
 
-    with _store_errors(directory):
+    with readable_store(directory):
         rows = read_rows(directory)
     if not rows:
         raise SplitveilError(f"no results in {directory}; run `splitveil bench run SPEC --out {directory}` first")
@@ -239,13 +202,10 @@ def bench_serve(
     import dataclasses
     import tempfile
 
-    import torch
-
     from splitveil.config import load_spec
     from splitveil.perf.serving import ServeBenchSettings, benchmark_serving, serving_markdown
     from splitveil.serve.deployment import deployment_from_spec
 
-    torch.set_num_threads(1)  # the servers run with one thread too: baselines and servers alike
     settings = ServeBenchSettings(requests=requests, soak_requests=soak)
     if concurrency:
         settings = dataclasses.replace(settings, concurrency=tuple(concurrency))

@@ -201,6 +201,7 @@ def infer(
     load_plugins(plugin or [])
     from splitveil.serve import CODECS, load_half
     from splitveil.serve.client import EdgeClient
+    from splitveil.serve.images import read_image_files
 
     if codec not in CODECS:
         raise typer.BadParameter(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
@@ -210,7 +211,7 @@ def infer(
     if ca_cert is not None:
         check_ca_certificate(ca_cert)
     edge = load_half(checkpoint, "edge")
-    batch, names = read_images(images, tuple(edge.metadata["input_shape"]))
+    batch, names = read_image_files(images, tuple(edge.metadata["input_shape"]))
     with EdgeClient(
         edge.module,
         url,
@@ -314,30 +315,3 @@ def check_directory_can_be_made(directory: Path, option: str) -> None:
     parent = next((p for p in directory.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ConfigError(f"{option} {directory} lies under {parent}, which is a file; give a directory path")
-
-
-def read_images(paths: list[Path], input_shape: tuple[int, int, int]):
-    """``load_images`` one file at a time, so that an unreadable file is refused by name, and an
-    empty batch is refused instead of classifying nothing."""
-    import torch
-
-    from splitveil.errors import SplitveilError
-    from splitveil.serve.images import load_images
-
-    batches, names = [], []
-    for path in paths:
-        try:
-            batch, batch_names = load_images([path], input_shape)
-        except SplitveilError:
-            raise
-        except (ValueError, TypeError, RuntimeError, OSError, EOFError, MemoryError) as exc:
-            # numpy and imageio raise all of these for truncated, pickled or lying files.
-            problem = " ".join(str(exc).split())
-            raise ConfigError(
-                f"cannot read {path} ({problem}); give PNG/JPEG images or a .npy array of numbers written by numpy.save"
-            ) from None
-        batches.append(batch)
-        names += batch_names
-    if not names:
-        raise ConfigError(f"{', '.join(map(str, paths))} hold no images; give at least one image to classify")
-    return torch.cat(batches), names

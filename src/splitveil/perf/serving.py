@@ -92,7 +92,17 @@ def benchmark_serving(
     progress: bool = True,
 ) -> ServeBenchmark:
     """Run every part of the benchmark against servers started from ``bundle`` on loopback."""
-    settings = settings or ServeBenchSettings()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the servers run with one thread too: baselines and servers alike
+    try:
+        return _benchmark(bundle, images, unsplit=unsplit, settings=settings or ServeBenchSettings(), progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _benchmark(
+    bundle: str | Path, images: torch.Tensor, *, unsplit: nn.Module | None, settings: ServeBenchSettings, progress: bool
+) -> ServeBenchmark:
     edge_half = load_half(bundle, "edge")
     meta = edge_half.metadata
     label = "none" if meta["defense"] is None else DefenseSpec.model_validate(meta["defense"]).display_name

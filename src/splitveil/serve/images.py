@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splitveil.errors import ConfigError
+from splitveil.errors import ConfigError, SplitveilError
 
 
 def load_images(paths: list[Path], input_shape: tuple[int, int, int]) -> tuple[torch.Tensor, list[str]]:
@@ -85,3 +85,25 @@ def _read_npy(path: Path) -> np.ndarray:
             f"{path} declares {shape} {dtype} values ({declared:,} bytes) but holds {available:,}; it is truncated"
         )
     return np.load(path, allow_pickle=False)
+
+
+def read_image_files(paths: list[Path], input_shape: tuple[int, int, int]) -> tuple[torch.Tensor, list[str]]:
+    """``load_images`` one file at a time, so that an unreadable file is refused by name, and an
+    empty batch is refused instead of classifying nothing."""
+    batches, names = [], []
+    for path in paths:
+        try:
+            batch, batch_names = load_images([path], input_shape)
+        except SplitveilError:
+            raise
+        except (ValueError, TypeError, RuntimeError, OSError, EOFError, MemoryError) as exc:
+            # numpy and imageio raise all of these for truncated, pickled or lying files.
+            problem = " ".join(str(exc).split())
+            raise ConfigError(
+                f"cannot read {path} ({problem}); give PNG/JPEG images or a .npy array of numbers written by numpy.save"
+            ) from None
+        batches.append(batch)
+        names += batch_names
+    if not names:
+        raise ConfigError(f"{', '.join(map(str, paths))} hold no images; give at least one image to classify")
+    return torch.cat(batches), names
