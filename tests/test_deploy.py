@@ -5,7 +5,9 @@ import torch
 
 from splitveil.config import DefenseSpec, parse_spec
 from splitveil.deploy import deploy
+from splitveil.errors import ConfigError
 from splitveil.experiment import train_or_load
+from splitveil.train import WarmUp, steps_per_epoch
 
 SPEC = parse_spec(
     {
@@ -102,3 +104,33 @@ def test_a_miss_in_a_cache_of_an_older_format_says_so(tiny_data, cache):
     save_checkpoint(cache.path("written-by-format-1"), torch.nn.Linear(2, 2), {"cache_key": "old"})
     with pytest.raises(CheckpointError, match=r"Note: 1 checkpoint\(s\) .* another cache format .* not reused"):
         train_or_load(SPEC, cache=cache, data=tiny_data, progress=False, cached_only=True)
+
+
+def test_a_defense_trains_on_its_own_schedule_with_its_terms_warmed_up(trained, cache, tiny_data, monkeypatch):
+    import splitveil.deploy as deploy_module
+    from splitveil.train import fit as real_fit
+
+    seen = {}
+
+    def recording_fit(model, data, config, *, hooks=(), loss_terms=(), **options):
+        seen["config"], seen["hooks"], seen["terms"] = config, list(hooks), list(loss_terms)
+        return real_fit(model, data, config, hooks=hooks, loss_terms=loss_terms, **options)
+
+    monkeypatch.setattr(deploy_module, "fit", recording_fit)
+    plain = DefenseSpec(name="nopeek", strengths=[1.0], epochs=2)
+    tuned = DefenseSpec(name="nopeek", strengths=[1.0], epochs=2, lr=1e-3, schedule="cosine", warmup_epochs=1)
+    first = deploy(SPEC, trained, "relu22", plain, 1.0, cache=cache, progress=False)
+    assert seen["config"].lr == SPEC.train.lr and not any(isinstance(h, WarmUp) for h in seen["hooks"])
+    second = deploy(SPEC, trained, "relu22", tuned, 1.0, cache=cache, progress=False)
+    assert not second.from_cache  # its own checkpoint: the schedule is in the cache key
+    assert (seen["config"].lr, seen["config"].schedule, seen["config"].epochs) == (1e-3, "cosine", 2)
+    warmup = next(h for h in seen["hooks"] if isinstance(h, WarmUp))
+    assert warmup.steps == steps_per_epoch(tiny_data, seen["config"]) and warmup.factor == 1.0
+    assert first.accuracy != second.accuracy or not torch.equal(
+        _edge_outputs(first, tiny_data.test.images[:4])[0], _edge_outputs(second, tiny_data.test.images[:4])[0]
+    )
+
+
+def test_a_warm_up_longer_than_the_training_is_refused_when_the_spec_loads():
+    with pytest.raises(ConfigError, match="warmup_epochs=3 is longer than its 2 training epochs"):
+        parse_spec({**SPEC.model_dump(), "defenses": [{"name": "nopeek", "strengths": [1], "warmup_epochs": 3}]})

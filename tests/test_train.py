@@ -137,3 +137,24 @@ def test_every_train_setting_is_in_the_cache_key_at_its_value(tiny_data):
 
     assert key(schedule="constant") == key() != key(schedule="cosine")
     assert key(weight_decay=0.0) == key() != key(weight_decay=0.1)
+
+
+def test_warm_up_ramps_loss_terms_from_zero_to_full_weight_over_its_steps(tiny_data):
+    from splitveil.train import WarmUp, steps_per_epoch
+
+    config = TrainConfig(epochs=2, batch_size=16, lr=3e-3)
+    warmup = WarmUp(steps_per_epoch(tiny_data, config))  # one epoch of warm-up, then full weight
+    weights = []
+
+    def constant_term(batch, z, logits):
+        return {"one": torch.ones(())}
+
+    def record(batch, z, logits):
+        weights.append(float(warmup.scaled(constant_term)(batch, z, logits)["one"]))
+        return {}
+
+    fit(_lenet(), tiny_data, config, loss_terms=[record], hooks=[warmup], seed=0, progress=False)
+    steps = warmup.steps
+    assert weights[0] == 0.0 and weights[steps // 2] == pytest.approx((steps // 2) / steps)
+    assert all(a < b for a, b in zip(weights[:steps], weights[1 : steps + 1], strict=True))
+    assert set(weights[steps:]) == {1.0} and len(weights) == 2 * steps

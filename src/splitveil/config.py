@@ -127,6 +127,18 @@ class DefenseSpec(_Strict):
     retrain: bool | None = Field(default=None, description="train with the defense (default: if it needs it)")
     init: Literal["pretrained", "scratch"] = "pretrained"
     epochs: int | None = Field(default=None, ge=1, description="training epochs (default: train.epochs)")
+    lr: float | None = Field(default=None, gt=0, description="learning rate of its training (default: train.lr)")
+    schedule: Literal["constant", "cosine"] | None = Field(
+        default=None, description="learning rate schedule of its training (default: train.schedule)"
+    )
+    warmup_epochs: float = Field(
+        default=0.0, ge=0, description="epochs over which the defense's loss terms ramp linearly from 0 to full weight"
+    )
+
+    def training(self, base: TrainConfig) -> TrainConfig:
+        """``base`` (the spec's ``train``) with this defense's epochs, learning rate and schedule."""
+        given = {"epochs": self.epochs, "lr": self.lr, "schedule": self.schedule}
+        return base.model_copy(update={key: value for key, value in given.items() if value is not None})
 
     @field_validator("name")
     @classmethod
@@ -257,6 +269,17 @@ class ExperimentSpec(_Strict):
             plugins = raw["plugins"]
             load_plugins(plugins if isinstance(plugins, list) else [plugins])
         return raw
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> ExperimentSpec:
+        for defense in self.defenses:
+            epochs = defense.training(self.train).epochs
+            if defense.warmup_epochs > epochs:
+                raise ValueError(
+                    f"defense {defense.display_name!r}: warmup_epochs={defense.warmup_epochs:g} is longer than its "
+                    f"{epochs} training epochs, so its loss terms would never reach full weight; give at most {epochs}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _distinct_defense_labels(self) -> ExperimentSpec:

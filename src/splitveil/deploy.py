@@ -30,7 +30,7 @@ from splitveil.errors import CheckpointError
 from splitveil.experiment import TrainedModel, build_model
 from splitveil.seeding import seeded
 from splitveil.split import SplitModel, cut
-from splitveil.train import LossTerm, evaluate, fit
+from splitveil.train import LossTerm, WarmUp, evaluate, fit, steps_per_epoch
 
 
 @dataclass
@@ -97,6 +97,9 @@ def defended_cache_key(
             "defense": defense.describe(),
             "init": defense_spec.init,
             "epochs": epochs,
+            "lr": defense_spec.lr,
+            "schedule": defense_spec.schedule,
+            "warmup_epochs": defense_spec.warmup_epochs,
         }
     )
 
@@ -139,9 +142,14 @@ def _train_defended(
             "its deploy cell must run first (on several machines, --cache-dir must be on a shared filesystem)"
             + (f". Note: {note}" if (note := cache.miss_note()) else "")
         )
-    config = spec.train.model_copy(update={"epochs": epochs})
+    config = defense_spec.training(spec.train.model_copy(update={"epochs": epochs}))
     train: _FitOptions = {"seed": spec.seed, "loss_terms": [defense.loss_terms], "keep": "last", "progress": progress}
-    result = fit(split, trained.data, config, hooks=defense.hooks(), **train)
+    hooks = defense.hooks()
+    if defense_spec.warmup_epochs > 0:
+        warmup = WarmUp(round(defense_spec.warmup_epochs * steps_per_epoch(trained.data, config)))
+        hooks = [warmup, *hooks]
+        train = {**train, "loss_terms": [warmup.scaled(defense.loss_terms)]}
+    result = fit(split, trained.data, config, hooks=hooks, **train)
     record = defense.finalize(split, model=build_model(spec, trained.data), input_shape=trained.data.input_shape)
     if record and defense.finetune_epochs > 0:
         finetune = spec.train.model_copy(update={"epochs": defense.finetune_epochs})

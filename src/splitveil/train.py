@@ -65,6 +65,37 @@ class TrainHook:
         """Called after each epoch's evaluation."""
 
 
+class WarmUp(TrainHook):
+    """Ramps loss terms linearly from 0 to full weight over the first ``steps`` optimiser steps.
+
+    A defense's privacy terms at full weight from the first step can pull a model away from its task
+    before it has adapted to the defense; warming them up lets it adapt first. Pass it as a hook and
+    its :meth:`scaled` terms as loss terms.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.taken = 0
+
+    @property
+    def factor(self) -> float:
+        """The weight of the terms at the current step: ``taken / steps``, at most 1."""
+        return 1.0 if self.steps <= 0 else min(1.0, self.taken / self.steps)
+
+    def scaled(self, term: LossTerm) -> LossTerm:
+        def warmed(batch: Batch, z: torch.Tensor | None, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+            factor = self.factor
+            return {name: factor * value for name, value in term(batch, z, logits).items()}
+
+        return warmed
+
+    def on_train_start(self, state: TrainState) -> None:
+        self.taken = 0
+
+    def after_step(self, state: TrainState, batch: Batch, z: torch.Tensor | None) -> None:
+        self.taken += 1
+
+
 @dataclass(frozen=True)
 class EpochRecord:
     epoch: int
@@ -146,7 +177,7 @@ def fit(
             optimizer=optimizer,
             config=config,
             generator=generator,
-            schedule=_make_schedule(optimizer, config, total_steps=config.epochs * _steps_per_epoch(data, config)),
+            schedule=_make_schedule(optimizer, config, total_steps=config.epochs * steps_per_epoch(data, config)),
         )
         for hook in hooks:
             hook.on_train_start(state)
@@ -182,7 +213,7 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _steps_per_epoch(data: DatasetSplits, config: TrainConfig) -> int:
+def steps_per_epoch(data: DatasetSplits, config: TrainConfig) -> int:
     return -(-len(data.train) // config.batch_size)
 
 
@@ -207,7 +238,7 @@ def _run_epoch(
     started = time.perf_counter()
     model.train()
     total_loss, seen = 0.0, 0
-    steps = _steps_per_epoch(data, config)
+    steps = steps_per_epoch(data, config)
     with progress_bar(f"epoch {state.epoch}/{config.epochs}", total=steps, enabled=progress) as advance:
         for batch in iterate_batches(data.train, config.batch_size, generator=state.generator):
             z, logits = _forward(model, batch.x)
