@@ -16,8 +16,19 @@ from splitveil.serve import load_half
         None,
         DefenseSpec(name="nopeek", strengths=[1.0], epochs=1),
         DefenseSpec(name="siftfunnel", strengths=[1.0], epochs=1),
+        DefenseSpec(  # a stack whose PATROL layer prunes: its record is replayed when the bundle loads
+            name="stack",
+            strengths=[1.0],
+            epochs=1,
+            options={
+                "layers": [
+                    {"name": "patrol", "options": {"budget_cut": "relu12", "finetune_epochs": 1}},
+                    {"name": "nopeek", "strength": 0.5},
+                ]
+            },
+        ),
     ],
-    ids=["none", "nopeek", "siftfunnel"],
+    ids=["none", "nopeek", "siftfunnel", "stack"],
 )
 def test_halves_loaded_apart_compute_the_deployed_split(make_bundle, tiny_data, defense):
     out, deployed = make_bundle(defense, 1.0 if defense else 0.0)
@@ -25,6 +36,20 @@ def test_halves_loaded_apart_compute_the_deployed_split(make_bundle, tiny_data, 
     x = tiny_data.test.images[:8]
     with torch.no_grad():
         assert torch.allclose(cloud(edge(x)), deployed.split(x), atol=1e-6)
+
+
+def test_a_stack_records_its_pruning_layer_s_change_and_the_bundle_replays_it(make_bundle):
+    stack = DefenseSpec(
+        name="stack",
+        strengths=[1.0],
+        epochs=1,
+        options={"layers": [{"name": "patrol", "options": {"budget_cut": "relu12", "finetune_epochs": 1}}]},
+    )
+    out, deployed = make_bundle(stack, 1.0)
+    pruned = deployed.finalize_record["layers"][0]
+    assert pruned and json.loads((out / "edge" / "meta.json").read_text())["finalize"]["layers"][0] == pruned
+    edge = load_half(out, "edge").module
+    assert sum(p.numel() for p in edge.parameters()) == sum(p.numel() for p in deployed.split.edge.parameters())
 
 
 def test_salt_key_stays_in_the_edge_half(make_bundle, tiny_data):

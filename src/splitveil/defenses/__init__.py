@@ -20,6 +20,8 @@ Registered defenses, by name -> class: strength:
   channel correlation, L1 of ``z``), optionally with a funnel edge narrowing ``z`` (trains)
 - ``pripro`` -> :class:`PriProDefense`: multiplier of a self-attention noise scale σ(z) on ``z``,
   trained against an inverter under a noise budget (trains)
+- ``stack`` -> :class:`StackDefense`: several defenses deployed together, in order; multiplies each
+  layer's strength (trains when a layer does)
 - ``salted`` -> :class:`SaltedDefense`: width of the salt injection of Salted DNNs, which protects
   the *output*: a client-side salt relabels the classes the cloud computes (trains)
 
@@ -45,6 +47,7 @@ from splitveil.defenses.pripro import AttentionNoise, PriProDefense
 from splitveil.defenses.registry import DEFENSES, create_defense, defense_options, register_defense
 from splitveil.defenses.salted import SaltedDefense, salt_points
 from splitveil.defenses.siftfunnel import SiftFunnelDefense, channel_correlation
+from splitveil.defenses.stack import StackDefense
 
 __all__ = [
     "DEFENSES",
@@ -66,6 +69,7 @@ __all__ = [
     "PriProDefense",
     "SaltedDefense",
     "SiftFunnelDefense",
+    "StackDefense",
     "SpatialAttention",
     "SqueezeExcitation",
     "Standardize",
