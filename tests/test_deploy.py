@@ -134,3 +134,25 @@ def test_a_defense_trains_on_its_own_schedule_with_its_terms_warmed_up(trained, 
 def test_a_warm_up_longer_than_the_training_is_refused_when_the_spec_loads():
     with pytest.raises(ConfigError, match="warmup_epochs=3 is longer than its 2 training epochs"):
         parse_spec({**SPEC.model_dump(), "defenses": [{"name": "nopeek", "strengths": [1], "warmup_epochs": 3}]})
+
+
+def test_distillation_from_the_undefended_model_joins_the_defense_s_training(trained, cache, tiny_data, monkeypatch):
+    import splitveil.deploy as deploy_module
+    from splitveil.train import Batch
+    from splitveil.train import fit as real_fit
+
+    names = []
+
+    def recording_fit(model, data, config, *, loss_terms=(), **options):
+        x = data.train.images[:4]
+        z, logits = model.forward_with_features(x)
+        for term in loss_terms:
+            names.extend(term(Batch(x, data.train.labels[:4]), z, logits))
+        return real_fit(model, data, config, loss_terms=loss_terms, **options)
+
+    monkeypatch.setattr(deploy_module, "fit", recording_fit)
+    before = {k: v.clone() for k, v in trained.model.state_dict().items()}
+    taught = DefenseSpec(name="nopeek", strengths=[1.0], epochs=1, distill=0.5)
+    deploy(SPEC, trained, "relu22", taught, 1.0, cache=cache, progress=False)
+    assert names == ["nopeek", "distill"]
+    assert all(torch.equal(before[k], v) for k, v in trained.model.state_dict().items())  # the teacher is untouched

@@ -158,3 +158,19 @@ def test_warm_up_ramps_loss_terms_from_zero_to_full_weight_over_its_steps(tiny_d
     assert weights[0] == 0.0 and weights[steps // 2] == pytest.approx((steps // 2) / steps)
     assert all(a < b for a, b in zip(weights[:steps], weights[1 : steps + 1], strict=True))
     assert set(weights[steps:]) == {1.0} and len(weights) == 2 * steps
+
+
+def test_distillation_is_zero_on_the_teacher_s_own_logits_and_trains_only_the_student():
+    from splitveil.train import Batch, distillation
+
+    teacher, student = _lenet(), _lenet()
+    x = torch.rand(6, 1, 12, 12)
+    term = distillation(teacher, weight=2.0, temperature=3.0)
+    with torch.no_grad():
+        same = term(Batch(x, torch.zeros(6, dtype=torch.long)), None, teacher(x))["distill"]
+    assert abs(float(same)) < 1e-6
+    loss = term(Batch(x, torch.zeros(6, dtype=torch.long)), None, student(x) * 5)["distill"]
+    assert float(loss) > 0
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())

@@ -134,6 +134,10 @@ class DefenseSpec(_Strict):
     warmup_epochs: float = Field(
         default=0.0, ge=0, description="epochs over which the defense's loss terms ramp linearly from 0 to full weight"
     )
+    distill: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="weight of distillation from the undefended model's logits"
+    )
+    distill_temperature: float = Field(default=2.0, gt=0, allow_inf_nan=False, description="its softmax temperature")
 
     def training(self, base: TrainConfig) -> TrainConfig:
         """``base`` (the spec's ``train``) with this defense's epochs, learning rate and schedule."""

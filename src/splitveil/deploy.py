@@ -30,7 +30,7 @@ from splitveil.errors import CheckpointError
 from splitveil.experiment import TrainedModel, build_model
 from splitveil.seeding import seeded
 from splitveil.split import SplitModel, cut
-from splitveil.train import LossTerm, WarmUp, evaluate, fit, steps_per_epoch
+from splitveil.train import LossTerm, WarmUp, distillation, evaluate, fit, steps_per_epoch
 
 
 @dataclass
@@ -100,6 +100,8 @@ def defended_cache_key(
             "lr": defense_spec.lr,
             "schedule": defense_spec.schedule,
             "warmup_epochs": defense_spec.warmup_epochs,
+            "distill": defense_spec.distill,
+            "distill_temperature": defense_spec.distill_temperature,
         }
     )
 
@@ -149,10 +151,13 @@ def _train_defended(
         warmup = WarmUp(round(defense_spec.warmup_epochs * steps_per_epoch(trained.data, config)))
         hooks = [warmup, *hooks]
         train = {**train, "loss_terms": [warmup.scaled(defense.loss_terms)]}
+    if defense_spec.distill > 0:  # the undefended model teaches, in training and in fine-tuning after pruning
+        teacher = distillation(trained.model, weight=defense_spec.distill, temperature=defense_spec.distill_temperature)
+        train = {**train, "loss_terms": [*train["loss_terms"], teacher]}
     result = fit(split, trained.data, config, hooks=hooks, **train)
     record = defense.finalize(split, model=build_model(spec, trained.data), input_shape=trained.data.input_shape)
     if record and defense.finetune_epochs > 0:
-        finetune = spec.train.model_copy(update={"epochs": defense.finetune_epochs})
+        finetune = defense_spec.training(spec.train).model_copy(update={"epochs": defense.finetune_epochs})
         result = fit(split, trained.data, finetune, hooks=defense.hooks(), **train)
     metadata: dict[str, Any] = {
         "cache_key": key,

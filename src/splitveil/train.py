@@ -65,6 +65,21 @@ class TrainHook:
         """Called after each epoch's evaluation."""
 
 
+def distillation(teacher: nn.Module, *, weight: float, temperature: float) -> LossTerm:
+    """Knowledge distillation (Hinton et al., 2015) from ``teacher``'s logits on the same batch:
+    ``weight · T² · KL(softmax(teacher / T) ‖ softmax(logits / T))``. The teacher runs in eval mode
+    without gradients and is never changed."""
+    teacher.eval()
+
+    def term(batch: Batch, z: torch.Tensor | None, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            target = F.softmax(teacher(batch.x) / temperature, dim=1)
+        student = F.log_softmax(logits / temperature, dim=1)
+        return {"distill": weight * temperature**2 * F.kl_div(student, target, reduction="batchmean")}
+
+    return term
+
+
 class WarmUp(TrainHook):
     """Ramps loss terms linearly from 0 to full weight over the first ``steps`` optimiser steps.
 
