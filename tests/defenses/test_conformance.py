@@ -101,3 +101,13 @@ def test_apply_does_not_change_the_given_split(name: str) -> None:
     assert split.edge is edge and split.cloud is cloud
     assert defended.cloud is cloud and defended.cut_name == split.cut_name
     assert not defended.training  # the deployed split keeps the mode it was given
+
+
+@pytest.mark.parametrize("name", DEFENSES.names())
+def test_describe_records_every_constructor_option(name: str) -> None:
+    """Cache keys and bundles are built from describe(): an option left out of it would silently let two
+    differently configured defenses share one checkpoint."""
+    from splitveil.registry import factory_options
+
+    described = create_defense(name, strength=0.5).describe()
+    assert set(described) == {"defense", *factory_options(DEFENSES.get(name))}

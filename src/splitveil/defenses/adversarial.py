@@ -136,15 +136,6 @@ class AdversarialDefense(Defense):
         self._adversary, self._optimizer, self._feature_shape = None, None, ()
         self.adversary_losses = []
 
-    def options(self) -> dict[str, object]:
-        return {
-            "adversary_steps": self.adversary_steps,
-            "adversary_lr": self.adversary_lr,
-            "adversary_width": self.adversary_width,
-            "normalize_z": self.normalize_z,
-            "seed": self.seed,
-        }
-
     def hooks(self) -> list[TrainHook]:
         return [_AdversaryHook(self)]
 

@@ -77,8 +77,19 @@ class Defense(ABC):  # noqa: B024 (every method has a default; subclasses overri
         return 0
 
     def options(self) -> dict[str, object]:
-        """The defense's settings other than ``strength`` (recorded by :meth:`describe`)."""
-        return {}
+        """The defense's settings other than ``strength`` (recorded by :meth:`describe`, hence in cache
+        keys and bundles): every keyword option of the constructor, read from the attribute of the same
+        name. A defense that keeps an option under another name overrides this; the conformance suite
+        checks that every option is recorded."""
+        from splitveil.registry import factory_options
+
+        names = [name for name in factory_options(type(self)) if name != "strength"]
+        missing = [name for name in names if not hasattr(self, name)]
+        if missing:
+            raise NotImplementedError(
+                f"{self._label()} keeps option(s) {', '.join(missing)} under other names; override options()"
+            )
+        return {name: getattr(self, name) for name in names}
 
     def describe(self) -> dict[str, object]:
         """Name and settings, recorded with every result and in checkpoint cache keys."""

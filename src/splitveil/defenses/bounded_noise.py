@@ -46,6 +46,3 @@ class BoundedNoiseDefense(Defense):
         return wrap_edge(
             split, BoundedNoise(bound=self.bound, relative_std=self.strength, mode=self.mode, law=self.law)
         )
-
-    def options(self) -> dict[str, object]:
-        return {"bound": self.bound, "mode": self.mode, "law": self.law}

@@ -63,6 +63,3 @@ class FeatureDropoutDefense(Defense):
 
     def apply(self, split: SplitModel) -> SplitModel:
         return wrap_edge(split, FeatureDropout(self.strength, rescale=self.rescale))
-
-    def options(self) -> dict[str, object]:
-        return {"rescale": self.rescale}

@@ -107,9 +107,6 @@ class _NoiseDefense(Defense):
             return wrap_edge(split, before_edge=self.noise())
         return wrap_edge(split, self.noise())
 
-    def options(self) -> dict[str, object]:
-        return {"where": self.where}
-
 
 @register_defense
 class GaussianNoiseDefense(_NoiseDefense):

@@ -162,19 +162,6 @@ class SaltedDefense(Defense):
         points = ", ".join(salt_points(edge)) or "none (the edge has no conv or linear layer after its first)"
         return f"{self.name}: cannot salt after {salt_at!r}; salt points of this edge: {points}"
 
-    def options(self) -> dict[str, object]:
-        return {
-            "smoothing": self.smoothing,
-            "salt_at": self.salt_at,
-            "scheme": self.scheme,
-            "num_salts": self.num_salts,
-            "key": self.key,
-            "tile": self.tile,
-            "salt_scale": self.salt_scale,
-            "num_classes": self.num_classes,
-            "seed": self.seed,
-        }
-
 
 def salt_points(edge: nn.Module) -> list[str]:
     """The points of ``edge`` after which a salt can enter and still be mixed on the edge."""

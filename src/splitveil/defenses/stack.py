@@ -80,9 +80,6 @@ class StackDefense(Defense):
     def finetune_epochs(self) -> int:
         return max((defense.finetune_epochs for defense in self.defenses), default=0)
 
-    def options(self) -> dict[str, object]:
-        return {"layers": self.layers}
-
 
 def _checked_layer(index: int, layer: object) -> dict[str, Any]:
     """A layer as ``{name, strength, options}`` with defaults filled in, or a ConfigError naming the problem."""
