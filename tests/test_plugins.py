@@ -57,6 +57,15 @@ def test_a_spec_names_a_plugin_that_cannot_be_imported_in_one_line() -> None:
         parse_spec({"plugins": ["plugins/toy.py"]})
 
 
+def test_a_spec_found_in_a_run_directory_never_imports_its_plugins() -> None:
+    import sys
+
+    assert "tabnanny" not in sys.modules  # a standard module nothing here imports
+    with pytest.raises(ConfigError, match="this spec needs the plugin.s. tabnanny, which are not imported"):
+        parse_spec({"plugins": ["tabnanny"]}, source="runs/x/spec.resolved.yaml", trust_plugins=False)
+    assert "tabnanny" not in sys.modules
+
+
 def test_a_toy_defense_and_attack_from_a_plugin_run_through_bench_report_export_and_serving(
     tmp_path: Path, plugin_env: dict[str, str]
 ) -> None:

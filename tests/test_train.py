@@ -174,3 +174,11 @@ def test_distillation_is_zero_on_the_teacher_s_own_logits_and_trains_only_the_st
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_two_loss_terms_of_one_name_are_refused_instead_of_one_silently_dropping(tiny_data):
+    def term(batch, z, logits):
+        return {"same": logits.sum() * 0}
+
+    with pytest.raises(ValueError, match="two loss terms are both named 'same'"):
+        fit(_lenet(), tiny_data, TrainConfig(epochs=1, batch_size=16), loss_terms=[term, term], seed=0, progress=False)

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from splitveil.errors import ConfigError
-from splitveil.plugins import load_plugins
+from splitveil.plugins import load_plugins, require_imported
 
 #: What the output-inference audit's classifiers read, and the re-identification distances.
 Observed = Literal["logits", "features", "both"]
@@ -267,11 +267,15 @@ class ExperimentSpec(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _import_plugins(cls, raw: Any) -> Any:
-        # Before the fields validate: their names may be registered by a plugin.
+    def _import_plugins(cls, raw: Any, info: ValidationInfo) -> Any:
+        # Before the fields validate: their names may be registered by a plugin. A spec read from a run
+        # directory (not one the user named) is not trusted to import code: its plugins must be imported.
         if isinstance(raw, dict) and raw.get("plugins"):
-            plugins = raw["plugins"]
-            load_plugins(plugins if isinstance(plugins, list) else [plugins])
+            plugins = raw["plugins"] if isinstance(raw["plugins"], list) else [raw["plugins"]]
+            if (info.context or {}).get("trust_plugins", True):
+                load_plugins(plugins)
+            else:
+                require_imported([str(name) for name in plugins], where="this spec", error=ConfigError)
         return raw
 
     @model_validator(mode="after")
@@ -300,14 +304,18 @@ class ExperimentSpec(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def parse_spec(raw: Any, *, source: str = "spec") -> ExperimentSpec:
-    """Validate a mapping as an :class:`ExperimentSpec`; errors become one-line ``ConfigError``s."""
+def parse_spec(raw: Any, *, source: str = "spec", trust_plugins: bool = True) -> ExperimentSpec:
+    """Validate a mapping as an :class:`ExperimentSpec`; errors become one-line ``ConfigError``s.
+
+    ``trust_plugins=False`` (a spec found in a run directory): its ``plugins`` are not imported, and
+    must have been imported already.
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(raw).__name__}")
     try:
-        return ExperimentSpec.model_validate(raw)
+        return ExperimentSpec.model_validate(raw, context={"trust_plugins": trust_plugins, "source": source})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe_validation_error(exc, ExperimentSpec)}") from None
 
@@ -320,9 +328,13 @@ def parse_attack(name: str, options: dict[str, Any], *, source: str) -> AttackSp
         raise ConfigError(f"{source}: {describe_validation_error(exc, AttackSpec)}") from None
 
 
-def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
-    """Read a YAML spec, apply dotted ``overrides`` (``{"train.epochs": 3}``), validate it."""
-    return parse_spec(apply_overrides(read_spec_file(path), overrides or {}), source=str(path))
+def load_spec(
+    path: str | Path, overrides: dict[str, Any] | None = None, *, trust_plugins: bool = True
+) -> ExperimentSpec:
+    """Read a YAML spec, apply dotted ``overrides`` (``{"train.epochs": 3}``), validate it (see
+    :func:`parse_spec` for ``trust_plugins``)."""
+    raw = apply_overrides(read_spec_file(path), overrides or {})
+    return parse_spec(raw, source=str(path), trust_plugins=trust_plugins)
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from splitveil.checkpoint import (
     load_weights,
     read_metadata,
 )
-from splitveil.config import DefenseSpec, ExperimentSpec
+from splitveil.config import DefenseSpec, ExperimentSpec, TrainConfig
 from splitveil.defenses import Defense, NoDefense, create_defense
 from splitveil.errors import CheckpointError
 from splitveil.experiment import TrainedModel, build_model
@@ -87,8 +87,9 @@ def _trains(defense_spec: DefenseSpec, defense: Defense) -> bool:
 
 
 def defended_cache_key(
-    trained: TrainedModel, cut_name: str, defense_spec: DefenseSpec, defense: Defense, epochs: int
+    trained: TrainedModel, cut_name: str, defense_spec: DefenseSpec, defense: Defense, training: TrainConfig
 ) -> str:
+    """What determines a defended split's weights: the base model, the cut, the defense and its training."""
     return config_hash(
         {
             "format": CACHE_FORMAT,
@@ -96,12 +97,12 @@ def defended_cache_key(
             "cut": cut_name,
             "defense": defense.describe(),
             "init": defense_spec.init,
-            "epochs": epochs,
-            "lr": defense_spec.lr,
-            "schedule": defense_spec.schedule,
+            "epochs": training.epochs,
+            "lr": training.lr,
+            "schedule": training.schedule,
             "warmup_epochs": defense_spec.warmup_epochs,
             "distill": defense_spec.distill,
-            "distill_temperature": defense_spec.distill_temperature,
+            "distill_temperature": defense_spec.distill_temperature if defense_spec.distill > 0 else None,
         }
     )
 
@@ -126,8 +127,8 @@ def _train_defended(
     cached_only: bool = False,
 ) -> tuple[SplitModel, bool, dict[str, Any]]:
     cache = cache or CheckpointCache.default()
-    epochs = defense_spec.epochs or spec.train.epochs
-    key = defended_cache_key(trained, cut_name, defense_spec, defense, epochs)
+    config = defense_spec.training(spec.train)
+    key = defended_cache_key(trained, cut_name, defense_spec, defense, config)
     entry = cache.path(key)
     model = build_model(spec, trained.data)
     if defense_spec.init == "pretrained":
@@ -144,7 +145,6 @@ def _train_defended(
             "its deploy cell must run first (on several machines, --cache-dir must be on a shared filesystem)"
             + (f". Note: {note}" if (note := cache.miss_note()) else "")
         )
-    config = defense_spec.training(spec.train.model_copy(update={"epochs": epochs}))
     train: _FitOptions = {"seed": spec.seed, "loss_terms": [defense.loss_terms], "keep": "last", "progress": progress}
     hooks = defense.hooks()
     if defense_spec.warmup_epochs > 0:

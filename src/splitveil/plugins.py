@@ -21,15 +21,21 @@ import re
 import sys
 from collections.abc import Iterable
 
-from splitveil.errors import CheckpointError, ConfigError
+from splitveil.errors import CheckpointError, ConfigError, SplitveilError
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_MAX_NAME = 200  # a dotted module path; far longer is not one
+
+
+def is_module_name(name: object) -> bool:
+    """Whether ``name`` is a dotted Python module name of a sane length (what a plugin entry must be)."""
+    return isinstance(name, str) and len(name) <= _MAX_NAME and bool(_MODULE_NAME.fullmatch(name))
 
 
 def load_plugins(modules: Iterable[str]) -> None:
     """Import each module in ``modules`` (once per process); a ConfigError names one that cannot be."""
     for name in modules:
-        if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
+        if not is_module_name(name):
             raise ConfigError(
                 f"plugin {name!r} is not a module name; give a dotted Python module such as mylab.defenses, "
                 "not a file path"
@@ -43,12 +49,13 @@ def load_plugins(modules: Iterable[str]) -> None:
             ) from None
 
 
-def require_imported(modules: Iterable[str], *, where: str) -> None:
-    """Refuse unless every plugin in ``modules`` (which ``where`` needs) has been imported by the caller."""
+def require_imported(modules: Iterable[str], *, where: str, error: type[SplitveilError] = CheckpointError) -> None:
+    """Refuse (with ``error``) unless every plugin in ``modules``, which ``where`` (a bundle, a spec found
+    in a run directory: files not trusted to import code) needs, has been imported by the caller."""
     missing = [name for name in modules if name not in sys.modules]
     if missing:
         flags = " ".join(f"--plugin {name}" for name in missing)
-        raise CheckpointError(
-            f"{where} needs the plugin(s) {', '.join(missing)}, which are not imported; a bundle never imports "
-            f"code by itself: import them first, or pass {flags} to trust them"
+        raise error(
+            f"{where} needs the plugin(s) {', '.join(missing)}, which are not imported, and it is not trusted to "
+            f"import code by itself: import them first, or pass {flags} to trust them"
         )

@@ -259,7 +259,10 @@ def _run_epoch(
             z, logits = _forward(model, batch.x)
             losses = {"task": F.cross_entropy(logits, batch.y)}
             for term in loss_terms:
-                losses.update(term(batch, z, logits))
+                for name, value in term(batch, z, logits).items():
+                    if name in losses:
+                        raise ValueError(f"two loss terms are both named {name!r}; give each term its own name")
+                    losses[name] = value
             loss = torch.stack(list(losses.values())).sum()
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -70,4 +70,5 @@ def test_the_edge_client_draws_a_stochastic_edge_s_randomness_securely(name: str
         torch.manual_seed(0)
         second, _ = audit.features(x)
     assert torch.equal(first, second)
+    assert all(getattr(m, "noise_source", None) is None for m in split.edge.modules())  # the caller's edge is untouched
     assert use_noise_source(split.edge, None) >= 1

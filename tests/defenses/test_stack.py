@@ -7,10 +7,13 @@ import torch
 
 from splitveil.blocks.bounded_noise import BoundedNoise
 from splitveil.defenses import FeatureDropout, create_defense
+from splitveil.defenses.base import Defense
 from splitveil.errors import ConfigError
+from splitveil.split import SplitModel
 from splitveil.train import Batch
 
 from .conftest import images, tiny_split
+from .test_client_side import AddSecret
 
 LAYERS = [
     {"name": "nopeek"},
@@ -50,7 +53,7 @@ def test_describe_records_the_layers_so_a_bundle_rebuilds_the_same_stack():
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
-        ({"name": "salted"}, "salted cannot be stacked yet"),
+        ({"name": "salted"}, "salted keeps device secrets in its options and cannot be stacked yet"),
         ({"name": "stack"}, "is not a defense to stack"),
         ({"name": "gausian-noise"}, "is not a defense to stack; choose one of"),
         ({"name": "nopeek", "weight": 2}, "unknown key"),
@@ -66,3 +69,29 @@ def test_a_bad_layer_is_one_clear_error(layer, message):
 def test_a_layer_s_own_option_errors_surface_through_the_stack():
     with pytest.raises(ConfigError, match="bound"):
         create_defense("stack", strength=1.0, layers=[{"name": "bounded-noise", "options": {"bound": -1}}])
+
+
+def test_each_layer_s_defaults_are_recorded_so_a_changed_default_cannot_reuse_a_checkpoint():
+    described = create_defense("stack", strength=1.0, layers=[{"name": "gaussian-noise"}]).describe()
+    assert described["layers"] == [{"name": "gaussian-noise", "strength": 1.0, "options": {"where": "feature"}}]
+
+
+class _KeepsASecret(Defense):
+    """Deploys an edge that keeps a secret on the device (as a plugin's defense could)."""
+
+    name = "keeps-a-secret"
+
+    def apply(self, split):
+        edge = AddSecret()
+        return SplitModel(edge, split.cloud, cut_name=split.cut_name)
+
+
+def test_a_layer_that_keeps_a_device_secret_must_come_last():
+    stack = create_defense(
+        "stack", strength=1.0, layers=[{"name": "nopeek"}, {"name": "feature-dropout", "strength": 0.2}]
+    )
+    stack.defenses[0] = _KeepsASecret(strength=1.0)  # not registered: the stack's own check is what is tested
+    with pytest.raises(ConfigError, match="layer 0 .* keeps a secret on the device"):
+        stack.apply(tiny_split())
+    stack.defenses = [stack.defenses[1], _KeepsASecret(strength=1.0)]
+    assert isinstance(stack.apply(tiny_split()).edge, AddSecret)  # last: the client still sees its secret

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from splitveil.bench.results import cell_id
-from splitveil.checkpoint import config_hash
+from splitveil.checkpoint import CACHE_FORMAT, config_hash
 from splitveil.config import AttackSpec, DefenseSpec, ExperimentSpec
 
 CellKind = Literal["train", "evaluator", "deploy", "attack"]
@@ -99,7 +99,8 @@ def expand_cells(spec: ExperimentSpec, cuts: list[str]) -> list[Cell]:
 
 def evaluator_fingerprint(spec: ExperimentSpec) -> str:
     """The evaluator cell's fingerprint, which is also its checkpoint's cache key."""
-    return config_hash({**_base_settings(spec), "evaluator": spec.audit.evaluator.model_dump(mode="json")})
+    evaluator = spec.audit.evaluator.model_dump(mode="json")
+    return config_hash({**_base_settings(spec), "evaluator": evaluator, "format": CACHE_FORMAT})
 
 
 def spec_variants(spec: ExperimentSpec) -> list[tuple[str, DefenseSpec | None, float]]:

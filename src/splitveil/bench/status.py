@@ -54,7 +54,7 @@ def run_status(directory: str | Path) -> RunStatus:
         )
     with ResultStore(directory) as store:
         stored, started = store.cells(), store.running()
-    cells = cells_of_run(load_spec(spec_file), stored)
+    cells = cells_of_run(load_spec(spec_file, trust_plugins=False), stored)
     remaining_seconds, untimed = _remaining(cells, stored)
     known = {cell.id for cell in cells}
     done = Counter(entry.kind for cell_id, entry in stored.items() if entry.status == "done" and cell_id in known)

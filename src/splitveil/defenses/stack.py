@@ -19,11 +19,12 @@ structural changes are replayed in order when a bundle loads. The stack trains w
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from splitveil.client_side import SecretKeepingEdge
 from splitveil.defenses.base import Defense
 from splitveil.defenses.registry import DEFENSES, create_defense, register_defense
 from splitveil.errors import ConfigError
@@ -52,9 +53,24 @@ class StackDefense(Defense):
         return any(defense.requires_training for defense in self.defenses)
 
     def apply(self, split: SplitModel) -> SplitModel:
-        for defense in self.defenses:
+        for index, defense in enumerate(self.defenses):
+            if isinstance(split.edge, SecretKeepingEdge):
+                raise ConfigError(
+                    f"stack: layer {index - 1} ({self.layers[index - 1]['name']}) keeps a secret on the device, "
+                    "which the layers after it would hide from the client; put it last, or deploy it alone"
+                )
             split = defense.apply(split)
         return split
+
+    def options(self) -> dict[str, object]:
+        # Every layer's options resolved (its defaults written down), so a default changed later
+        # cannot leave a stack's cache key or bundle meaning something else.
+        return {
+            "layers": [
+                {"name": layer["name"], "strength": layer["strength"], "options": defense.options()}
+                for layer, defense in zip(self.layers, self.defenses, strict=True)
+            ]
+        }
 
     def loss_terms(self, batch: Batch, z: torch.Tensor | None, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
@@ -92,12 +108,14 @@ def _checked_layer(index: int, layer: object) -> dict[str, Any]:
             f"{where} has unknown key(s) {', '.join(sorted(unknown))}; a layer has name, strength, options"
         )
     name, strength, options = layer.get("name"), layer.get("strength", 1.0), layer.get("options", {})
-    if name == "salted":
-        # Its salt must reach the salted edge, which the layers after it would wrap; and its key is a
-        # device secret the cloud's copy of a stack's options would carry. Not supported yet.
-        raise ConfigError(f"{where}: salted cannot be stacked yet; deploy it alone")
     if name not in DEFENSES or name in ("none", "stack"):
         raise ConfigError(f"{where}: {name!r} is not a defense to stack; choose one of: {', '.join(_stackable())}")
+    if cast(type[Defense], DEFENSES.get(str(name))).client_options:  # defenses register Defense classes
+        # Its options hold a device secret (salted's key) that the cloud's copy of the stack's options
+        # would carry: the bundle strips a defense's own secrets, not a stack's layers'. Not supported yet.
+        raise ConfigError(
+            f"{where}: {name} keeps device secrets in its options and cannot be stacked yet; deploy it alone"
+        )
     if isinstance(strength, bool) or not isinstance(strength, int | float) or not strength >= 0:
         raise ConfigError(f"{where} ({name}): strength must be a number >= 0, got {strength!r}")
     if not isinstance(options, Mapping):
@@ -106,4 +124,4 @@ def _checked_layer(index: int, layer: object) -> dict[str, Any]:
 
 
 def _stackable() -> list[str]:
-    return [name for name in DEFENSES.names() if name not in ("none", "stack", "salted")]
+    return [name for name in DEFENSES.names() if name not in ("none", "stack")]

@@ -120,7 +120,12 @@ def _benchmark(
     with tempfile.TemporaryDirectory(prefix="splitveil-bench-serve-") as scratch:
         tokens_file = Path(scratch) / "tokens"
         tokens_file.write_text(token + "\n")
-        auth = ["--tokens-file", str(tokens_file)]
+        # The bundle's plugins come from the user's own spec: its servers may import them.
+        auth = [
+            "--tokens-file",
+            str(tokens_file),
+            *(flag for name in meta.get("plugins", []) for flag in ("--plugin", name)),
+        ]
         run = _Runner(bundle, auth, token, features, settings)
         with progress_bar("serving benchmark", total=steps, enabled=progress) as advance:
             with ServerProcess(bundle, extra=auth) as server:

@@ -20,7 +20,7 @@ from typing import Any
 
 from splitveil.checkpoint import METADATA_FILE
 from splitveil.errors import CheckpointError
-from splitveil.plugins import require_imported
+from splitveil.plugins import is_module_name, require_imported
 from splitveil.serve.codec import MAX_NDIM
 
 #: A bundle's metadata is a few kilobytes; a megabyte is not a bundle's.
@@ -66,9 +66,7 @@ def check_bundle_metadata(metadata: dict[str, Any], path: Path) -> None:
     """Refuse ``metadata`` (read from ``path``) unless every field a loader reads is well-formed."""
     field = _FieldChecker(metadata, path)
     plugins = metadata.get("plugins", [])  # absent in bundles written before plugins existed
-    if not (
-        isinstance(plugins, list) and len(plugins) <= MAX_OPTION_ITEMS and all(isinstance(p, str) for p in plugins)
-    ):
+    if not (isinstance(plugins, list) and len(plugins) <= MAX_OPTION_ITEMS and all(map(is_module_name, plugins))):
         field.refuse("plugins", f"must be a list of module names, not {_clip(plugins)}")
     require_imported(plugins, where=f"bundle file {path}")  # before any name is looked up
     field.model_name()

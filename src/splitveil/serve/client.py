@@ -17,6 +17,7 @@ another shape or codec, NaN, garbage, an HTTP-compressed body) is a one-line ``S
 
 from __future__ import annotations
 
+import copy
 import json
 import ssl
 import time
@@ -65,7 +66,9 @@ class EdgeClient:
         num_classes: int | None = None,
         noise: NoiseSource = "secure",
     ) -> None:
-        self.edge = edge.eval()
+        # Its own copy: the noise source and eval mode set here must not change the caller's module
+        # (an audit of the same split depends on its seeded, global noise).
+        self.edge = copy.deepcopy(edge).eval()
         # The edge's noise, dropout masks and attention noise are drawn as a device must: by default
         # from the OS's CSPRNG, fresh per call, so the cloud can neither predict nor replay them.
         use_noise_source(self.edge, noise)

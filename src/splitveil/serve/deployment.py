@@ -104,7 +104,7 @@ def load_deployment(
         stored = store.cells()
     deploys: set[str] = set()
     for path in specs:  # the latest spec first, then those an earlier run of other specs left
-        spec = load_spec(path)
+        spec = load_spec(path, trust_plugins=False)  # a run directory is not trusted to import code
         cells = {cell.id: cell for cell in cells_of_run(spec, stored)}
         if cell_id in cells:
             break
