@@ -40,25 +40,9 @@ class HeCNN(nn.Sequential):
 @MODELS.register(
     "he-cnn",
     input_shape=(1, 28, 28),
-    cut_points=(
-        "conv11",
-        "relu11",
-        "conv12",
-        "relu12",
-        "pool1",
-        "conv21",
-        "relu21",
-        "conv22",
-        "relu22",
-        "pool2",
-        "conv31",
-        "relu31",
-        "conv32",
-        "relu32",
-        "pool3",
-        "fc1",
-        "relu4",
-    ),  # fmt: skip
+    cut_points=tuple(
+        "conv11 relu11 conv12 relu12 pool1 conv21 relu21 conv22 relu22 pool2 conv31 relu31 conv32 relu32 pool3 fc1 relu4".split()
+    ),
 )
 def he_cnn(**options: Any) -> HeCNN:
     """He et al.'s 6-conv + 2-FC CNN."""

@@ -41,7 +41,7 @@ class LeNet(nn.Sequential):
 @MODELS.register(
     "lenet",
     input_shape=(1, 28, 28),
-    cut_points=("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1", "relu3", "fc2", "relu4"),
+    cut_points=tuple("conv1 relu1 pool1 conv2 relu2 pool2 fc1 relu3 fc2 relu4".split()),
 )
 def lenet(**options: Any) -> LeNet:
     """LeNet-5."""

@@ -36,19 +36,7 @@ class SmallVGG(nn.Sequential):
 @MODELS.register(
     "vgg-small",
     input_shape=(3, 32, 32),
-    cut_points=(
-        "relu1_1",
-        "relu1_2",
-        "pool1",
-        "relu2_1",
-        "relu2_2",
-        "pool2",
-        "relu3_1",
-        "relu3_2",
-        "pool3",
-        "fc1",
-        "relu_fc1",
-    ),  # fmt: skip
+    cut_points=tuple("relu1_1 relu1_2 pool1 relu2_1 relu2_2 pool2 relu3_1 relu3_2 pool3 fc1 relu_fc1".split()),
 )
 def vgg_small(**options: Any) -> SmallVGG:
     """A six-conv VGG with batch norm."""
