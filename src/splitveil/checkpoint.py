@@ -171,6 +171,11 @@ class CheckpointCache:
             "the old entries can be deleted"
         )
 
+    def miss_suffix(self) -> str:
+        """:meth:`miss_note` as the end of a cache-miss error (``". Note: ..."``), or "" if there is none."""
+        note = self.miss_note()
+        return f". Note: {note}" if note else ""
+
     def contains(self, key: str) -> bool:
         entry = self.path(key)
         return (entry / WEIGHTS_FILE).is_file() and (entry / METADATA_FILE).is_file()

@@ -143,7 +143,7 @@ def _train_defended(
         raise CheckpointError(
             f"the {defense_spec.display_name} split at {cut_name} is not in the checkpoint cache at {entry}; "
             "its deploy cell must run first (on several machines, --cache-dir must be on a shared filesystem)"
-            + (f". Note: {note}" if (note := cache.miss_note()) else "")
+            + cache.miss_suffix()
         )
     train: _FitOptions = {"seed": spec.seed, "loss_terms": [defense.loss_terms], "keep": "last", "progress": progress}
     hooks = defense.hooks()

@@ -82,10 +82,6 @@ def cache_key(spec: ExperimentSpec, data: DatasetSplits) -> str:
     return config_hash(payload)
 
 
-def _note(sentence: str) -> str:
-    return f". Note: {sentence}" if sentence else ""
-
-
 def train_or_load(
     spec: ExperimentSpec,
     *,
@@ -110,8 +106,7 @@ def train_or_load(
     if cached_only:
         raise CheckpointError(
             f"the trained model is not in the checkpoint cache at {entry}; its train cell must run first "
-            "(on a Ray cluster of several machines, --cache-dir must be on a shared filesystem)"
-            + _note(cache.miss_note())
+            "(on a Ray cluster of several machines, --cache-dir must be on a shared filesystem)" + cache.miss_suffix()
         )
     result = fit(model, data, spec.train, seed=spec.seed, progress=progress)
     metadata = {
