@@ -142,7 +142,7 @@ def test_attack_options_are_checked_when_the_spec_loads():
         parse_spec({"attacks": [{"name": "rmle", "options": {"steps": "300"}}]})
     with pytest.raises(ConfigError, match=r"option lr='1e-3' is invalid.*write 1\.0e-3"):
         parse_spec({"attacks": [{"name": "inverse-network", "options": {"lr": "1e-3"}}]})
-    with pytest.raises(ConfigError, match=r"option loss='l1' is invalid: Input should be 'mse' or 'ssim'"):
+    with pytest.raises(ConfigError, match=r"option loss='l1' is invalid: choose one of 'mse' or 'ssim'"):
         parse_spec({"attacks": [{"name": "inverse-network", "options": {"loss": "l1"}}]})
     with pytest.raises(ConfigError, match=r"option 'seed' cannot be set here; the run passes the spec's top-level"):
         parse_spec({"attacks": [{"name": "rmle", "options": {"seed": 1}}]})

@@ -1,22 +1,25 @@
-"""The option tables of docs/attacks.md and docs/defenses.md, generated from the constructors.
+"""The option tables of docs/attacks.md and docs/defenses.md, generated from the options schemas.
 
-A component's options are the keyword arguments of its constructor (:func:`splitveil.registry.
-factory_options`), with their annotated types and defaults: the same declaration the spec loader
-checks options against. The tables between ``<!-- options:KIND -->`` and ``<!-- /options -->`` in the
+A component's options schema is read from its constructor's keyword arguments, with their annotated
+types, ranges and defaults (``Registry.schema``, :mod:`splitveil.options`): the same declaration
+the spec loader and ``Registry.create`` check options against. The tables between ``<!-- options:KIND -->`` and ``<!-- /options -->`` in the
 docs are this module's output; a test fails when they drift, and ``python -m splitveil.option_docs``
 rewrites them.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
 import sys
+import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from splitveil.registry import Registry, factory_options
+from pydantic.fields import FieldInfo
+
+from splitveil.options import option_bounds
+from splitveil.registry import Registry
 
 #: Options set by the run, not by a spec's ``options`` (an attack's seed and progress, a defense's strength).
 _SET_BY_THE_RUN = {"attacks": {"seed", "progress"}, "defenses": {"strength"}}
@@ -36,19 +39,17 @@ def _registry(kind: str) -> Registry[Any]:
 
 
 def options_table(kind: str) -> str:
-    """A markdown table of every registered component of ``kind`` and its options, types and defaults."""
+    """A markdown table of every registered component of ``kind`` and its options: type, range, default."""
     registry = _registry(kind)
-    lines = ["| name | option | type | default |", "|---|---|---|---|"]
+    lines = ["| name | option | type | range | default |", "|---|---|---|---|---|"]
     for name in registry.names():
-        factory = registry.get(name)
-        defaults = _defaults(factory)
-        options = [o for o in factory_options(factory).items() if o[0] not in _SET_BY_THE_RUN[kind]]
+        fields = registry.schema(name).model_fields
+        options = [(option, field) for option, field in fields.items() if option not in _SET_BY_THE_RUN[kind]]
         if not options:
-            lines.append(f"| `{name}` | — | | |")
-        for option, annotation in options:
-            default = defaults.get(option, inspect.Parameter.empty)
-            shown = "required" if default is inspect.Parameter.empty else f"`{default!r}`"
-            lines.append(f"| `{name}` | `{option}` | {_type_name(annotation)} | {shown} |")
+            lines.append(f"| `{name}` | — | | | |")
+        for option, field in options:
+            shown = "required" if field.is_required() else f"`{field.default!r}`"
+            lines.append(f"| `{name}` | `{option}` | {_type_name(field.annotation)} | {_range(field)} | {shown} |")
     return "\n".join(lines) + "\n"
 
 
@@ -57,28 +58,30 @@ def render(text: str) -> str:
     return _BLOCK.sub(lambda match: match.group(1) + options_table(match["kind"]) + match.group(3), text)
 
 
-def _defaults(factory: Any) -> dict[str, Any]:
-    """Keyword defaults of ``factory`` and of the ancestors its ``**options`` reach (the nearest wins)."""
-    found: dict[str, Any] = {}
-    if isinstance(factory, type):
-        chain = [vars(k)["__init__"] for k in factory.__mro__ if "__init__" in vars(k)]
-    else:
-        chain = [factory]
-    for function in chain:
-        for parameter in inspect.signature(function).parameters.values():
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
-                found.setdefault(parameter.name, parameter.default)
-    return found
+def _range(field: FieldInfo) -> str:
+    """The field's bounds, e.g. ``>= 0`` or ``>= 0, < 1``; empty when it has none."""
+    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return ", ".join(f"{symbols[kind]} {bound:g}" for kind, bound in option_bounds(field).items())
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
 def _type_name(annotation: Any) -> str:
     if annotation is Any:
         return "any"
+    if annotation is type(None):
+        return "null"
     if isinstance(annotation, type):
         return annotation.__name__
     if typing.get_origin(annotation) is typing.Literal:
         return " or ".join(f"`{value!r}`" for value in typing.get_args(annotation))
-    return str(annotation).replace("typing.", "").replace("|", "or")
+    if typing.get_origin(annotation) is Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if _is_union(annotation):
+        return " or ".join(_type_name(member) for member in typing.get_args(annotation))
+    return str(annotation).replace("typing.", "")
 
 
 def main(paths: list[str]) -> None:

@@ -57,8 +57,8 @@ def test_the_deployed_edge_is_bounded_then_noised():
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"bound": 0}, "bound .* must be finite and > 0"), ({"mode": "squash"}, "mode must be one of"),
-     ({"law": "uniform"}, "law must be one of")],
+    [({"bound": 0}, "bound=0 is invalid: it must be > 0"), ({"mode": "squash"}, "mode='squash' is invalid: choose one of"),
+     ({"law": "uniform"}, "law='uniform' is invalid: choose one of")],
 )  # fmt: skip
 def test_bad_options_are_one_clear_error(options, message):
     with pytest.raises(ConfigError, match=message):

@@ -153,5 +153,5 @@ def test_smoothing_is_a_uniform_cross_entropy_blind_to_the_salt() -> None:
 def test_smoothing_is_recorded_and_checked() -> None:
     assert create_defense("salted", strength=0.5).describe()["smoothing"] == 0.0
     assert create_defense("salted", strength=0.5, smoothing=1).describe()["smoothing"] == 1.0
-    with pytest.raises(ConfigError, match="smoothing must be a number >= 0"):
+    with pytest.raises(ConfigError, match="smoothing=-1 is invalid: it must be >= 0"):
         create_defense("salted", strength=0.5, smoothing=-1)

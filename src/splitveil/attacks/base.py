@@ -23,6 +23,7 @@ from torch import nn
 
 from splitveil.data import ImageSet
 from splitveil.errors import CapabilityError
+from splitveil.options import validating_init
 from splitveil.split import SplitModel
 
 
@@ -139,6 +140,11 @@ class Attack(ABC):
     #: An oracle measures what the answer alone gives away (the floor of leakage), not an attacker:
     #: the bench reports it beside the attacks and never counts it as the strongest attack.
     oracle: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # An attack built in Python is checked as one in a spec is: against its annotated options.
+        validating_init(cls, lambda attack: f"attack {type(attack).__name__}")
 
     def __init__(self, view: AttackerView) -> None:
         missing = self.requires - view.capabilities

@@ -44,10 +44,11 @@ from torch import nn
 
 from splitveil.attacks.base import Attack, AttackerView, Capability
 from splitveil.attacks.decoder import Standardize, build_decoder
-from splitveil.attacks.options import check_choice, check_non_negative, check_positive
 from splitveil.attacks.registry import ATTACKS
-from splitveil.attacks.training import PRECISIONS, Loss, Precision, train_on_pairs
+from splitveil.attacks.training import Loss, Precision, train_on_pairs
+from splitveil.errors import ConfigError
 from splitveil.metrics.image import ssim_fast
+from splitveil.options import NonNegativeInt, Positive, PositiveInt
 from splitveil.seeding import seeded
 
 #: Images sent to the edge (and decoded) per call, to bound memory on large query sets.
@@ -59,7 +60,10 @@ RECONSTRUCTION_LOSSES: tuple[ReconstructionLoss, ...] = ("mse", "ssim")
 def reconstruction_loss(name: ReconstructionLoss) -> Loss:
     """The decoder's training loss: ``"mse"`` (pixel L2) or ``"ssim"`` (``MSE + 1 - SSIM``; the MSE
     term keeps gradients in flat regions, where SSIM's constants make it nearly flat)."""
-    check_choice("loss", name, RECONSTRUCTION_LOSSES)
+    if name not in RECONSTRUCTION_LOSSES:
+        raise ConfigError(
+            f"option loss={name!r} is invalid; choose one of: {', '.join(map(repr, RECONSTRUCTION_LOSSES))}"
+        )
     if name == "mse":
         return F.mse_loss
     return lambda x_hat, x: F.mse_loss(x_hat, x) + 1 - ssim_fast(x_hat, x).mean()
@@ -80,22 +84,18 @@ class _QueryDecoderAttack(Attack):
         *,
         seed: int = 0,
         progress: bool = True,
-        epochs: int = 20,
-        batch_size: int = 128,
-        lr: float = 2e-3,
-        width: int = 64,
-        blocks: int = 2,
+        epochs: PositiveInt = 20,
+        batch_size: PositiveInt = 128,
+        lr: Positive = 2e-3,
+        width: PositiveInt = 64,
+        blocks: NonNegativeInt = 2,
         loss: ReconstructionLoss = "ssim",
         standardize: bool = True,
-        draws: int = 1,
+        draws: PositiveInt = 1,
         schedule: Literal["cosine", "constant"] = "cosine",
         precision: Precision = "fp32",
     ) -> None:
         super().__init__(view)
-        check_positive(epochs=epochs, batch_size=batch_size, lr=lr, width=width, draws=draws)
-        check_non_negative(blocks=blocks)
-        check_choice("schedule", schedule, ("cosine", "constant"))
-        check_choice("precision", precision, PRECISIONS)
         self.schedule, self.precision = schedule, precision
         self.loss = reconstruction_loss(loss)
         self.seed, self.progress = seed, progress
@@ -173,9 +173,8 @@ class NoiseQueryInverseNetworkAttack(_QueryDecoderAttack):
 
     requires = frozenset({Capability.EDGE_QUERIES})
 
-    def __init__(self, view: AttackerView, *, num_queries: int = 4096, **options: Any) -> None:
+    def __init__(self, view: AttackerView, *, num_queries: PositiveInt = 4096, **options: Any) -> None:
         super().__init__(view, **options)
-        check_positive(num_queries=num_queries)
         self.num_queries = num_queries
 
     def query_images(self) -> torch.Tensor:

@@ -42,10 +42,10 @@ from torch import nn
 from splitveil.attacks.base import Attack, AttackerView, Capability
 from splitveil.attacks.generative import VAE, build_latent_encoder, train_vae
 from splitveil.attacks.inverse_network import CHUNK, is_stochastic
-from splitveil.attacks.options import check_non_negative, check_positive
 from splitveil.attacks.registry import ATTACKS
 from splitveil.attacks.rmle import relative_feature_error
 from splitveil.attacks.training import train_on_pairs
+from splitveil.options import NonNegative, Positive, PositiveInt
 from splitveil.progress import Advance, progress_bar
 from splitveil.seeding import seeded
 
@@ -76,24 +76,15 @@ class _LearnedPriorAttack(Attack):
         *,
         seed: int = 0,
         progress: bool = True,
-        latent_dim: int = 32,
-        vae_epochs: int = 8,
-        encoder_epochs: int = 5,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        width: int = 32,
-        beta: float = 0.5,
+        latent_dim: PositiveInt = 32,
+        vae_epochs: PositiveInt = 8,
+        encoder_epochs: PositiveInt = 5,
+        batch_size: PositiveInt = 128,
+        lr: Positive = 1e-3,
+        width: PositiveInt = 32,
+        beta: Positive = 0.5,
     ) -> None:
         super().__init__(view)
-        check_positive(
-            latent_dim=latent_dim,
-            vae_epochs=vae_epochs,
-            encoder_epochs=encoder_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            width=width,
-            beta=beta,
-        )
         self.seed, self.progress = seed, progress
         self.latent_dim, self.width, self.beta = latent_dim, width, beta
         self.vae_epochs, self.encoder_epochs, self.batch_size, self.lr = vae_epochs, encoder_epochs, batch_size, lr
@@ -200,14 +191,12 @@ class WhiteBoxLearnedPriorAttack(_LearnedPriorAttack):
         self,
         view: AttackerView,
         *,
-        steps: int = 300,
-        search_lr: float = 0.05,
-        prior_weight: float = 1e-3,
+        steps: PositiveInt = 300,
+        search_lr: Positive = 0.05,
+        prior_weight: NonNegative = 1e-3,
         **options: Any,
     ) -> None:
         super().__init__(view, **options)
-        check_positive(steps=steps, search_lr=search_lr)
-        check_non_negative(prior_weight=prior_weight)
         self.steps, self.search_lr, self.prior_weight = steps, search_lr, prior_weight
         self.search_history: list[float] = []  # mean feature error D over the last invert()'s targets, per step
 

@@ -25,9 +25,9 @@ from torch import nn
 
 from splitveil.attacks.base import Attack, AttackerView, Capability
 from splitveil.attacks.inverse_network import _QueryDecoderAttack
-from splitveil.attacks.options import check_choice, check_positive
 from splitveil.attacks.registry import ATTACKS
 from splitveil.metrics.image import ssim_fast
+from splitveil.options import Positive, PositiveInt
 from splitveil.progress import progress_bar
 
 
@@ -89,13 +89,11 @@ class ImageSearchAttack(Attack):
         seed: int = 0,
         progress: bool = True,
         metric: Literal["ssim", "mse"] = "ssim",
-        steps: int = 100,
-        lr: float = 0.02,
-        samples: int = 200,
+        steps: PositiveInt = 100,
+        lr: Positive = 0.02,
+        samples: PositiveInt = 200,
     ) -> None:
         super().__init__(view)
-        check_choice("metric", metric, ("ssim", "mse"))
-        check_positive(steps=steps, lr=lr, samples=samples)
         self.seed, self.progress, self.metric, self.steps, self.lr = seed, progress, metric, steps, lr
         self.samples = samples
 

@@ -18,17 +18,16 @@ after training is put back in the mode the deployed edge was in.
 from __future__ import annotations
 
 import copy
-from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from splitveil.attacks.base import Attack, AttackerView, Capability, _reinitialised
-from splitveil.attacks.options import check_choice, check_non_negative, check_positive
 from splitveil.attacks.registry import ATTACKS
 from splitveil.attacks.rmle import Preset, RMLEOverrides, RMLESettings, resolve_settings, rmle_invert
 from splitveil.attacks.training import train_on_pairs
+from splitveil.options import NonNegative, Positive, PositiveInt
 from splitveil.seeding import seeded
 
 
@@ -48,20 +47,15 @@ class QueryFreeAttack(Attack):
         *,
         seed: int = 0,
         progress: bool = True,
-        shadow_epochs: int = 10,
-        shadow_batch_size: int = 64,
-        shadow_lr: float = 1e-3,
+        shadow_epochs: PositiveInt = 10,
+        shadow_batch_size: PositiveInt = 64,
+        shadow_lr: Positive = 1e-3,
         preset: Preset = "auto",
-        steps: int | None = None,
-        lr: float | None = None,
-        tv_weight: float | None = None,
+        steps: PositiveInt | None = None,
+        lr: Positive | None = None,
+        tv_weight: NonNegative | None = None,
     ) -> None:
         super().__init__(view)
-        check_positive(
-            shadow_epochs=shadow_epochs, shadow_batch_size=shadow_batch_size, shadow_lr=shadow_lr, steps=steps, lr=lr
-        )
-        check_choice("preset", preset, get_args(Preset))
-        check_non_negative(tv_weight=tv_weight)
         self.seed, self.progress = seed, progress
         self.shadow_epochs, self.shadow_batch_size, self.shadow_lr = shadow_epochs, shadow_batch_size, shadow_lr
         self.preset: Preset = preset

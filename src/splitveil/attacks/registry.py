@@ -10,11 +10,9 @@ Specs check their attacks' options (names and annotated types) when they load, w
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from splitveil.attacks.base import Attack, AttackerView
-from splitveil.errors import ConfigError
 from splitveil.registry import Registry, check_factory_options, factory_options
 
 ATTACKS: Registry[Attack] = Registry("attack")
@@ -42,13 +40,8 @@ def create_attack(name: str, view: AttackerView, **options: Any) -> Attack:
 
     Raises:
         UnknownNameError: no attack is registered as ``name``.
-        ConfigError: an option is not one the attack accepts (the message lists the valid ones).
+        ConfigError: an option is not one the attack accepts (the message lists the valid ones), or
+            its value is of the wrong type or out of range.
         CapabilityError: ``view`` lacks a capability the attack requires.
     """
-    valid = attack_options(name)
-    for option in options:
-        if option not in valid:
-            close = difflib.get_close_matches(option, valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"attack {name!r} has no option {option!r}; valid options: {', '.join(valid)}.{hint}")
-    return ATTACKS.get(name)(view, **options)
+    return ATTACKS.create(name, view, **options)

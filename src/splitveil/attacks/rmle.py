@@ -34,15 +34,15 @@ layers in it are sampled afresh at every step (inside a seeded, forked RNG).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal, TypedDict, get_args
+from typing import Literal, TypedDict
 
 import torch
 from torch import nn
 
 from splitveil.attacks.base import Attack, AttackerView, Capability
 from splitveil.attacks.depth import Depth, cut_depth
-from splitveil.attacks.options import check_choice, check_non_negative, check_positive
 from splitveil.attacks.registry import ATTACKS
+from splitveil.options import NonNegative, Positive, PositiveInt
 from splitveil.progress import progress_bar
 from splitveil.seeding import seeded
 
@@ -168,14 +168,11 @@ class WhiteBoxRMLE(Attack):
         seed: int = 0,
         progress: bool = True,
         preset: Preset = "auto",
-        steps: int | None = None,
-        lr: float | None = None,
-        tv_weight: float | None = None,
+        steps: PositiveInt | None = None,
+        lr: Positive | None = None,
+        tv_weight: NonNegative | None = None,
     ) -> None:
         super().__init__(view)
-        check_choice("preset", preset, get_args(Preset))
-        check_positive(steps=steps, lr=lr)
-        check_non_negative(tv_weight=tv_weight)
         self.seed, self.progress = seed, progress
         self.preset: Preset = preset
         self.overrides: RMLEOverrides = {"steps": steps, "lr": lr, "tv_weight": tv_weight}

@@ -25,6 +25,7 @@ from splitveil.data.pool import RawPool, split_pools
 from splitveil.data.registry import DATASETS
 from splitveil.data.safe_pickle import load_numpy_pickle
 from splitveil.errors import ConfigError, DatasetNotFoundError
+from splitveil.options import Fraction, PositiveInt
 
 NAME = "cifar10"
 BATCHES_DIR = "cifar-10-batches-py"
@@ -107,9 +108,9 @@ def load_cifar10(
     *,
     data_dir: str | Path | None = None,
     seed: int = 0,
-    aux_fraction: float = 0.2,
-    val_fraction: float = 0.1,
-    limit: int | None = None,
+    aux_fraction: Fraction = 0.2,
+    val_fraction: Fraction = 0.1,
+    limit: PositiveInt | None = None,
 ) -> DatasetSplits:
     """Load CIFAR-10 from ``data_dir`` or ``$SPLITVEIL_DATA/{cifar10,cifar-10-batches-py}``."""
     fractions = check_fractions({"aux": aux_fraction, "val": val_fraction})

@@ -17,6 +17,7 @@ from splitveil.data.locate import describe_dirs, search_dirs
 from splitveil.data.pool import RawPool, split_pools
 from splitveil.data.registry import DATASETS
 from splitveil.errors import DatasetNotFoundError
+from splitveil.options import Fraction, PositiveInt
 
 NAME = "fashion-mnist"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -80,9 +81,9 @@ def load_fashion_mnist(
     *,
     data_dir: str | Path | None = None,
     seed: int = 0,
-    aux_fraction: float = 0.2,
-    val_fraction: float = 1 / 12,
-    limit: int | None = None,
+    aux_fraction: Fraction = 0.2,
+    val_fraction: Fraction = 1 / 12,
+    limit: PositiveInt | None = None,
 ) -> DatasetSplits:
     """Load Fashion-MNIST from ``data_dir``, ``$SPLITVEIL_DATA`` or the Debian package path."""
     fractions = check_fractions({"aux": aux_fraction, "val": val_fraction})

@@ -19,6 +19,7 @@ from splitveil.data.base import DatasetSplits, check_fractions, check_limit
 from splitveil.data.pool import RawPool, split_pools
 from splitveil.data.registry import DATASETS
 from splitveil.errors import DatasetNotFoundError
+from splitveil.options import Fraction, PositiveInt
 
 NAME = "lfw-faces"
 TEST_FRACTION = 0.2
@@ -47,9 +48,9 @@ def load_lfw_faces(
     *,
     data_dir: str | Path | None = None,
     seed: int = 0,
-    aux_fraction: float = 0.2,
-    val_fraction: float = 0.1,
-    limit: int | None = None,
+    aux_fraction: Fraction = 0.2,
+    val_fraction: Fraction = 0.1,
+    limit: PositiveInt | None = None,
 ) -> DatasetSplits:
     """Load the scikit-image LFW subset, split per class with ``seed``."""
     del data_dir  # the data ships inside scikit-image

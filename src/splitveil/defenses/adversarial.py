@@ -43,7 +43,7 @@ from torch.func import functional_call
 from splitveil.attacks.decoder import build_decoder
 from splitveil.defenses.base import Defense
 from splitveil.defenses.registry import register_defense
-from splitveil.errors import ConfigError
+from splitveil.options import NonNegative, Positive, PositiveInt
 from splitveil.seeding import seeded
 from splitveil.train import Batch, TrainHook, TrainState
 
@@ -103,19 +103,14 @@ class AdversarialDefense(Defense):
     def __init__(
         self,
         *,
-        strength: float = 1.0,
-        adversary_steps: int = 1,
-        adversary_lr: float = 1e-3,
-        adversary_width: int = 32,
+        strength: NonNegative = 1.0,
+        adversary_steps: PositiveInt = 1,
+        adversary_lr: Positive = 1e-3,
+        adversary_width: PositiveInt = 32,
         normalize_z: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(strength=strength)
-        if adversary_steps < 1 or adversary_width < 1 or not adversary_lr > 0:
-            raise ConfigError(
-                f"{self.name}: adversary_steps and adversary_width must be >= 1 and adversary_lr > 0, got "
-                f"{adversary_steps}, {adversary_width}, {adversary_lr}"
-            )
         self.adversary_steps = adversary_steps
         self.adversary_lr = adversary_lr
         self.adversary_width = adversary_width

@@ -12,14 +12,13 @@ every registered defense).
 
 from __future__ import annotations
 
-import math
 from abc import ABC
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from splitveil.errors import ConfigError
+from splitveil.options import NonNegative, factory_options, validating_init
 from splitveil.split import SplitModel
 from splitveil.train import Batch, TrainHook
 
@@ -36,12 +35,12 @@ class Defense(ABC):  # noqa: B024 (every method has a default; subclasses overri
     #: Inference-time defenses (noise on a trained model) leave this False.
     requires_training: ClassVar[bool] = False
 
-    def __init__(self, *, strength: float = 1.0) -> None:
-        # ConfigError is a ValueError: a bad strength in a spec is reported as one clear line.
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or math.isnan(strength):
-            raise ConfigError(f"{self._label()}: strength must be a number >= 0, got {strength!r}")
-        if strength < 0 or math.isinf(strength):
-            raise ConfigError(f"{self._label()}: strength must be finite and >= 0, got {strength}")
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # A defense built in Python is checked as one in a spec is: against its annotated options.
+        validating_init(cls, Defense._label)
+
+    def __init__(self, *, strength: NonNegative = 1.0) -> None:
         self.strength = float(strength)
 
     def apply(self, split: SplitModel) -> SplitModel:
@@ -81,8 +80,6 @@ class Defense(ABC):  # noqa: B024 (every method has a default; subclasses overri
         keys and bundles): every keyword option of the constructor, read from the attribute of the same
         name. A defense that keeps an option under another name overrides this; the conformance suite
         checks that every option is recorded."""
-        from splitveil.registry import factory_options
-
         names = [name for name in factory_options(type(self)) if name != "strength"]
         missing = [name for name in names if not hasattr(self, name)]
         if missing:
@@ -97,6 +94,10 @@ class Defense(ABC):  # noqa: B024 (every method has a default; subclasses overri
 
     def _label(self) -> str:
         return self.name or type(self).__name__
+
+
+# The base's own initialiser is checked too, for the defenses that add no option of their own.
+validating_init(Defense, Defense._label)
 
 
 class NoDefense(Defense):

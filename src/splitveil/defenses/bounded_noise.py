@@ -9,13 +9,10 @@ scratch as the spec says.
 
 from __future__ import annotations
 
-import math
-from typing import get_args
-
 from splitveil.blocks.bounded_noise import BoundedNoise, BoundMode, NoiseLaw
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
-from splitveil.errors import ConfigError
+from splitveil.options import NonNegative, Positive
 from splitveil.split import SplitModel
 
 
@@ -27,17 +24,14 @@ class BoundedNoiseDefense(Defense):
     requires_training = True  # the cloud half must learn to read the bounded, noised feature
 
     def __init__(
-        self, *, strength: float = 0.5, bound: float = 1.0, mode: BoundMode = "normalize", law: NoiseLaw = "gaussian"
+        self,
+        *,
+        strength: NonNegative = 0.5,
+        bound: Positive = 1.0,
+        mode: BoundMode = "normalize",
+        law: NoiseLaw = "gaussian",
     ) -> None:
         super().__init__(strength=strength)
-        if isinstance(bound, bool) or not isinstance(bound, int | float) or not (bound > 0 and math.isfinite(bound)):
-            raise ConfigError(
-                f"{self.name}: bound (the feature's root-mean-square) must be finite and > 0, got {bound!r}"
-            )
-        if mode not in get_args(BoundMode):
-            raise ConfigError(f"{self.name}: mode must be one of {get_args(BoundMode)}, got {mode!r}")
-        if law not in get_args(NoiseLaw):
-            raise ConfigError(f"{self.name}: law must be one of {get_args(NoiseLaw)}, got {law!r}")
         self.bound, self.mode, self.law = float(bound), mode, law
 
     def apply(self, split: SplitModel) -> SplitModel:

@@ -23,7 +23,7 @@ from torch import nn
 from splitveil.blocks.noise_source import NoiseSource, uniform_like
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
-from splitveil.errors import ConfigError
+from splitveil.options import Fraction
 from splitveil.split import SplitModel
 
 
@@ -55,10 +55,8 @@ class FeatureDropoutDefense(Defense):
 
     name = "feature-dropout"
 
-    def __init__(self, *, strength: float = 0.5, rescale: bool = False) -> None:
+    def __init__(self, *, strength: Fraction = 0.5, rescale: bool = False) -> None:
         super().__init__(strength=strength)
-        if self.strength >= 1:
-            raise ConfigError(f"{self.name}: strength is a drop probability in [0, 1), got {strength}")
         self.rescale = rescale
 
     def apply(self, split: SplitModel) -> SplitModel:

@@ -29,7 +29,7 @@ Design decisions [ours]:
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, get_args
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ from torch import nn
 from splitveil.blocks.noise_source import NoiseSource, randn_like, uniform_like
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
-from splitveil.errors import ConfigError
+from splitveil.options import NonNegative
 from splitveil.split import SplitModel
 
 Where = Literal["feature", "input"]
@@ -93,10 +93,8 @@ class _NoiseDefense(Defense):
 
     noise_kind: ClassVar[type[nn.Module]]
 
-    def __init__(self, *, strength: float = 1.0, where: Where = "feature") -> None:
+    def __init__(self, *, strength: NonNegative = 1.0, where: Where = "feature") -> None:
         super().__init__(strength=strength)
-        if where not in get_args(Where):
-            raise ConfigError(f"{self.name}: where must be one of {get_args(Where)}, got {where!r}")
         self.where: Where = where
 
     def noise(self) -> nn.Module:

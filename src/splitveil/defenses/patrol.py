@@ -30,9 +30,10 @@ its first layer up to compensate; weight decay (``train.weight_decay``) limits t
 from __future__ import annotations
 
 import copy
-import math
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from splitveil.blocks.pruning import ChannelMask, insert_channel_masks, mask_modules, prune_to_budget, replay_pruning
@@ -41,6 +42,7 @@ from splitveil.defenses.base import Defense
 from splitveil.defenses.lipschitz import blockwise_lipschitz
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError
+from splitveil.options import NonNegative, NonNegativeInt, Positive, PositiveInt
 from splitveil.split import SplitModel, cut, trace
 from splitveil.train import Batch, TrainHook, TrainState
 
@@ -72,34 +74,24 @@ class PatrolDefense(Defense):
     def __init__(
         self,
         *,
-        strength: float = 1.0,
-        mask_l1: float = 1e-3,
-        lipschitz_weight: float = 0.1,
-        adversarial_weight: float = 1.0,
-        perturbation: float = 0.05,
-        flops_budget: float | None = None,
-        budget_cut: str | None = None,
-        min_channels: int = 2,
-        finetune_epochs: int = 3,
-        adversary_steps: int = 1,
-        adversary_lr: float = 1e-3,
-        adversary_width: int = 32,
+        strength: NonNegative = 1.0,
+        mask_l1: NonNegative = 1e-3,
+        lipschitz_weight: NonNegative = 0.1,
+        adversarial_weight: NonNegative = 1.0,
+        perturbation: Positive = 0.05,
+        flops_budget: Positive | None = None,
+        budget_cut: Annotated[str, Field(min_length=1)] | None = None,
+        min_channels: PositiveInt = 2,
+        finetune_epochs: NonNegativeInt = 3,
+        adversary_steps: PositiveInt = 1,
+        adversary_lr: Positive = 1e-3,
+        adversary_width: PositiveInt = 32,
         normalize_z: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(strength=strength)
-        _check_options(
-            weights={
-                "mask_l1": mask_l1,
-                "lipschitz_weight": lipschitz_weight,
-                "adversarial_weight": adversarial_weight,
-            },
-            perturbation=perturbation,
-            flops_budget=flops_budget,
-            budget_cut=budget_cut,
-            min_channels=min_channels,
-            finetune_epochs=finetune_epochs,
-        )
+        if flops_budget is not None and budget_cut is not None:
+            raise ConfigError("patrol: give flops_budget or budget_cut, not both")
         self.mask_l1 = float(mask_l1)
         self.lipschitz_weight = float(lipschitz_weight)
         self.adversarial_weight = float(adversarial_weight)
@@ -220,39 +212,3 @@ class PatrolDefense(Defense):
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
         return self._generator
-
-
-def _check_options(
-    *,
-    weights: dict[str, object],
-    perturbation: object,
-    flops_budget: object,
-    budget_cut: object,
-    min_channels: object,
-    finetune_epochs: object,
-) -> None:
-    for option, value in weights.items():
-        if not _finite_number(value, above=0.0, inclusive=True):
-            raise ConfigError(f"patrol: {option} must be a finite number >= 0, got {value!r}")
-    if not _finite_number(perturbation, above=0.0):
-        raise ConfigError(f"patrol: perturbation (std of δ) must be > 0 and finite, got {perturbation!r}")
-    if flops_budget is not None and budget_cut is not None:
-        raise ConfigError("patrol: give flops_budget or budget_cut, not both")
-    if flops_budget is not None and not _finite_number(flops_budget, above=0.0):
-        raise ConfigError(f"patrol: flops_budget must be a positive number of FLOPs per sample, got {flops_budget!r}")
-    if budget_cut is not None and (not isinstance(budget_cut, str) or not budget_cut):
-        raise ConfigError(f"patrol: budget_cut must name a cut of the model (e.g. 'relu22'), got {budget_cut!r}")
-    if not _count(min_channels, at_least=1):
-        raise ConfigError(f"patrol: min_channels must be an integer >= 1, got {min_channels!r}")
-    if not _count(finetune_epochs, at_least=0):
-        raise ConfigError(f"patrol: finetune_epochs must be an integer >= 0, got {finetune_epochs!r}")
-
-
-def _finite_number(value: object, *, above: float, inclusive: bool = False) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return False
-    return value >= above if inclusive else value > above
-
-
-def _count(value: object, *, at_least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= at_least

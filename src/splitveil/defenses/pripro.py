@@ -45,7 +45,7 @@ from splitveil.blocks.noise_source import NoiseSource, randn_like
 from splitveil.defenses.adversarial import AdversarialDefense
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
-from splitveil.errors import ConfigError
+from splitveil.options import NonNegative, Positive, PositiveInt
 from splitveil.seeding import seeded
 from splitveil.split import SplitModel, trace
 from splitveil.train import Batch, TrainHook
@@ -159,24 +159,17 @@ class PriProDefense(Defense):
     def __init__(
         self,
         *,
-        strength: float = 1.0,
-        budget: float = 1.0,
-        budget_weight: float = 10.0,
-        adversarial_weight: float = 1.0,
-        adversary_steps: int = 1,
-        adversary_lr: float = 1e-3,
-        adversary_width: int = 32,
+        strength: NonNegative = 1.0,
+        budget: Positive = 1.0,
+        budget_weight: NonNegative = 10.0,
+        adversarial_weight: NonNegative = 1.0,
+        adversary_steps: PositiveInt = 1,
+        adversary_lr: Positive = 1e-3,
+        adversary_width: PositiveInt = 32,
         normalize_z: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(strength=strength)
-        if not _finite(budget) or budget <= 0:
-            raise ConfigError(
-                f"{self.name}: budget (the target mean noise scale) must be finite and > 0, got {budget!r}"
-            )
-        for option, value in {"budget_weight": budget_weight, "adversarial_weight": adversarial_weight}.items():
-            if not _finite(value) or value < 0:
-                raise ConfigError(f"{self.name}: {option} must be a finite number >= 0, got {value!r}")
         self.budget = float(budget)
         self.budget_weight = float(budget_weight)
         self.adversarial_weight = float(adversarial_weight)
@@ -243,7 +236,3 @@ class PriProDefense(Defense):
                 "the split apply() returned; train that split in train mode"
             )
         return noise, draw
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -34,15 +34,17 @@ Options:
 
 from __future__ import annotations
 
-from typing import Literal, cast, get_args
+from typing import Annotated, Literal, cast
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import fx, nn
 
 from splitveil.defenses.base import Defense
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError, InvalidCutError
+from splitveil.options import NonNegative, Positive, PositiveInt
 from splitveil.salt.codes import SaltCode, latin_code, permutation_code, shift_code
 from splitveil.salt.layer import SaltedEdge, SaltMaps, SaltVector
 from splitveil.salt.sources import TorchSalts
@@ -66,28 +68,18 @@ class SaltedDefense(Defense):
     def __init__(
         self,
         *,
-        strength: float = 0.25,
+        strength: NonNegative = 0.25,
         salt_at: str | None = None,
         scheme: Scheme = "latin",
-        num_salts: int | None = None,
+        num_salts: Annotated[int, Field(ge=2)] | None = None,
         key: int | str = 0,
-        tile: int = 4,
-        salt_scale: float = 1.0,
-        smoothing: float = 0.0,
+        tile: PositiveInt = 4,
+        salt_scale: Positive = 1.0,
+        smoothing: NonNegative = 0.0,
         num_classes: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(strength=strength)
-        if scheme not in get_args(Scheme):
-            raise ConfigError(f"{self.name}: scheme must be one of {get_args(Scheme)}, got {scheme!r}")
-        if num_salts is not None and (isinstance(num_salts, bool) or not isinstance(num_salts, int) or num_salts < 2):
-            raise ConfigError(f"{self.name}: num_salts must be an integer >= 2, got {num_salts!r}")
-        if not isinstance(tile, int) or tile < 1:
-            raise ConfigError(f"{self.name}: tile must be a positive integer, got {tile!r}")
-        if isinstance(salt_scale, bool) or not isinstance(salt_scale, int | float) or not salt_scale > 0:
-            raise ConfigError(f"{self.name}: salt_scale must be a number > 0, got {salt_scale!r}")
-        if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or smoothing < 0:
-            raise ConfigError(f"{self.name}: smoothing must be a number >= 0, got {smoothing!r}")
         self.salt_at = salt_at
         self.scheme: Scheme = scheme
         self.num_salts = num_salts

@@ -39,7 +39,7 @@ many epochs, at ``train.lr`` (the paper uses a smaller rate; the bench has no se
 
 from __future__ import annotations
 
-import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,7 @@ from splitveil.defenses.base import Defense
 from splitveil.defenses.nopeek import distance_correlation
 from splitveil.defenses.registry import register_defense
 from splitveil.errors import ConfigError
+from splitveil.options import Fraction, NonNegative, NonNegativeInt, PositiveInt
 from splitveil.seeding import seeded
 from splitveil.split import SplitModel, trace
 from splitveil.train import Batch
@@ -147,46 +148,22 @@ class SiftFunnelDefense(Defense):
     def __init__(
         self,
         *,
-        strength: float = 1.0,
-        kl_weight: float = 5.0,
-        dcor_weight: float = 2.0,
-        correlation_weight: float = 2.0,
-        l1_weight: float = 0.03,
-        smoothing: float = 0.25,
-        funnel_channels: int | None = None,
-        funnel_kernel: int = 1,
-        reduction: int = 4,
+        strength: NonNegative = 1.0,
+        kl_weight: NonNegative = 5.0,
+        dcor_weight: NonNegative = 2.0,
+        correlation_weight: NonNegative = 2.0,
+        l1_weight: NonNegative = 0.03,
+        smoothing: Fraction = 0.25,
+        funnel_channels: PositiveInt | None = None,
+        funnel_kernel: Literal[1, 3] = 1,
+        reduction: PositiveInt = 4,
         replace_last_conv: bool = False,
-        finetune_epochs: int = 0,
+        finetune_epochs: NonNegativeInt = 0,
         seed: int = 0,
     ) -> None:
         super().__init__(strength=strength)
-        weights = {
-            "kl_weight": kl_weight,
-            "dcor_weight": dcor_weight,
-            "correlation_weight": correlation_weight,
-            "l1_weight": l1_weight,
-        }
-        for option, value in weights.items():
-            if not _is_number(value) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{self.name}: {option} must be a finite number >= 0, got {value!r}")
-        if not _is_number(smoothing) or not 0 <= smoothing < 1:
-            raise ConfigError(f"{self.name}: smoothing (ε of the label smoothing) must be in [0, 1), got {smoothing!r}")
-        if funnel_channels is not None and not _is_count(funnel_channels, at_least=1):
-            raise ConfigError(
-                f"{self.name}: funnel_channels must be a channel count >= 1, or null for no funnel, got "
-                f"{funnel_channels!r}"
-            )
-        if funnel_kernel not in (1, 3) or isinstance(funnel_kernel, bool):
-            raise ConfigError(f"{self.name}: funnel_kernel must be 1 or 3, got {funnel_kernel!r}")
-        if not _is_count(reduction, at_least=1):
-            raise ConfigError(f"{self.name}: reduction (squeeze-excitation) must be an integer >= 1, got {reduction!r}")
-        if not isinstance(replace_last_conv, bool):
-            raise ConfigError(f"{self.name}: replace_last_conv must be true or false, got {replace_last_conv!r}")
         if replace_last_conv and funnel_channels is None:
             raise ConfigError(f"{self.name}: replace_last_conv needs funnel_channels (the narrow conv's width)")
-        if not _is_count(finetune_epochs, at_least=0):
-            raise ConfigError(f"{self.name}: finetune_epochs must be an integer >= 0, got {finetune_epochs!r}")
         self.kl_weight = float(kl_weight)
         self.dcor_weight = float(dcor_weight)
         self.correlation_weight = float(correlation_weight)
@@ -266,11 +243,3 @@ class SiftFunnelDefense(Defense):
             "finetune_epochs": self._finetune_epochs,
             "seed": self.seed,
         }
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_count(value: object, *, at_least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= at_least

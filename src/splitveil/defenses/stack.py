@@ -28,6 +28,7 @@ from splitveil.client_side import SecretKeepingEdge
 from splitveil.defenses.base import Defense
 from splitveil.defenses.registry import DEFENSES, create_defense, register_defense
 from splitveil.errors import ConfigError
+from splitveil.options import NonNegative
 from splitveil.split import SplitModel
 from splitveil.train import Batch, TrainHook
 
@@ -40,8 +41,9 @@ class StackDefense(Defense):
 
     name = "stack"
 
-    def __init__(self, *, strength: float = 1.0, layers: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, *, strength: NonNegative = 1.0, layers: list[Any] | None = None) -> None:
         super().__init__(strength=strength)
+        # Each layer's shape is checked below, where the message can show a layer as it should be.
         self.layers = [_checked_layer(index, layer) for index, layer in enumerate(layers or [])]
         self.defenses = [
             create_defense(layer["name"], strength=self.strength * layer["strength"], **layer["options"])

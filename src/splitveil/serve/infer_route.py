@@ -57,7 +57,7 @@ class InferRoute:
                 metrics.errors.labels(reason=refusal.reason).inc()
                 metrics.requests.labels(status=str(refusal.status)).inc()
                 await send({"type": "http.response.start", "status": refusal.status, "headers": refusal.asgi_headers()})
-                await send({"type": "http.response.body", "body": refusal.body()})
+                await send({"type": "http.response.body", "body": refusal.body})
                 return
             except ClientGone:
                 metrics.errors.labels(reason="disconnect").inc()

@@ -8,6 +8,7 @@ call, :func:`authorize`, so no route can check tokens differently from another.
 
 from __future__ import annotations
 
+import functools
 import json
 
 from splitveil.serve.auth import token_refusal
@@ -21,14 +22,15 @@ class Refusal(Exception):
         self.status, self.reason, self.detail = status, reason, detail
         self.headers = headers or {}
 
+    @functools.cached_property
     def body(self) -> bytes:
-        """The JSON body every refusal has."""
+        """The JSON body every refusal has (serialised once: the headers give its length)."""
         return json.dumps({"detail": self.detail}).encode()
 
     def asgi_headers(self) -> list[tuple[bytes, bytes]]:
         """The answer's headers as ASGI sends them (lower-case names), content type and length included."""
         extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()]
-        length = str(len(self.body())).encode()
+        length = str(len(self.body)).encode()
         return [(b"content-type", b"application/json"), (b"content-length", length), *extra]
 
 
