@@ -74,3 +74,23 @@ def test_feature_with_answer_puts_the_feature_first_and_the_answer_map_beside_it
     assert out.shape == (6, 7, 3, 3)
     assert torch.equal(out[:, :2], feature)
     assert torch.allclose(out[:, 2:], unpack.project(answer).reshape(6, 5, 3, 3))
+
+
+def test_the_joint_attack_decodes_with_whichever_decoder_reconstructs_held_out_images_better():
+    split = tiny_split()
+    aux = labelled(smooth_images(60, seed=5))
+    attack = JointInverseNetworkAttack(view_of(split, JointInverseNetworkAttack.requires, aux=aux), epochs=2,
+                                       width=8, progress=False).fit()  # fmt: skip
+    training, held_out = attack._training_and_held_out()
+    assert (len(training), len(held_out)) == (54, 6)
+    rows = {tuple(image.flatten().tolist()) for image in aux.images}
+    assert {tuple(i.flatten().tolist()) for i in torch.cat([training, held_out])} == rows  # a partition of aux
+    assert set(attack.selection) == {"joint", "answer"}
+    z = split.edge(smooth_images(3, seed=6)).detach()
+    answer_wins = attack.selection["answer"] > attack.selection["joint"]
+    decoded_by_answer = attack._answer_only is not None
+    assert decoded_by_answer == answer_wins
+    if decoded_by_answer:
+        assert torch.equal(attack.invert(z), attack._answer_only.invert(z))
+    else:
+        assert torch.equal(attack.invert(z), attack.decoder(attack.observe(z)))
