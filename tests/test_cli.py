@@ -344,6 +344,15 @@ def test_export_refuses_an_out_that_is_a_file_before_training(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_export_onnx_writes_verified_halves_beside_the_bundle(tiny_spec, tmp_path):
+    out = tmp_path / "bundle"
+    args = ["export", str(tiny_spec), "--cut", "conv11", "--out", str(out), "--onnx"]
+    code, stdout, stderr = run_main(*args, "--cache-dir", str(tmp_path / "c"), "--no-progress")
+    assert code == 0, stderr
+    assert (out / "edge.onnx").is_file() and (out / "cloud.onnx").is_file() and (out / "edge").is_dir()
+    assert "onnx: edge.onnx and cloud.onnx" in stdout and "verified against torch" in stdout
+
+
 @pytest.mark.parametrize("command", ["train", "plan"])
 def test_directory_outputs_refuse_an_existing_file(command, tmp_path):
     existing = tmp_path / "taken"

@@ -38,6 +38,10 @@ def randn_like(x: torch.Tensor, source: NoiseSource) -> torch.Tensor:
 
 def uniform_like(x: torch.Tensor, source: NoiseSource, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     """Values uniform on [low, high) shaped like ``x``, drawn from ``source`` (``rand_like`` at the defaults)."""
+    if source is None and torch.onnx.is_in_onnx_export():
+        # In-place uniform_ has no ONNX form; rand_like exports as RandomUniformLike. Outside export the
+        # draw below is kept: its values differ from this one in the last bit, and figures must not move.
+        return torch.rand_like(x) * (high - low) + low
     generator = None if source is None else _generator(source, x.device)
     return torch.empty_like(x).uniform_(low, high, generator=generator)
 

@@ -31,6 +31,14 @@ def export(
     strength: Annotated[float | None, typer.Option(help="Defense strength (default: the defense's first).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    onnx: Annotated[
+        bool,
+        typer.Option(
+            "--onnx",
+            help="Also write edge.onnx and cloud.onnx beside the bundle, the defense inside the graph, verified "
+            "against the torch halves (needs splitveil[onnx]).",
+        ),
+    ] = False,
 ) -> None:
     """Deploy a cut of the spec's model (trained or cached), defended as the bench evaluates it, as a bundle."""
     from splitveil.checkpoint import CheckpointCache
@@ -45,6 +53,17 @@ def export(
     deployment.export(out)
     deployed = deployment.deployed
     typer.echo(f"bundle {out}: {cut_name}, {defense or 'undefended'}, test accuracy {deployed.accuracy:.4f}")
+    if onnx:
+        halves = deployment.export_onnx(out)
+        checked = ", ".join(f"{half} within {difference:.1g}" for half, difference in halves.max_difference.items())
+        draws = (
+            "; the edge draws its noise in the graph (mean and std checked over draws)"
+            if halves.stochastic_edge
+            else ""
+        )
+        typer.echo(
+            f"onnx: {halves.edge.name} and {halves.cloud.name} in {out}, verified against torch ({checked}){draws}"
+        )
 
 
 def serve(

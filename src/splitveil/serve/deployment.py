@@ -9,12 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from splitveil.checkpoint import CheckpointCache
+from splitveil.checkpoint import CheckpointCache, read_metadata
 from splitveil.config import DefenseSpec, ExperimentSpec
 from splitveil.deploy import DeployedSplit, deploy
 from splitveil.errors import ConfigError
 from splitveil.experiment import TrainedModel, check_cuts, train_or_load
 from splitveil.serve.bundle import export_bundle
+from splitveil.serve.onnx_export import OnnxHalves, export_onnx
+
+#: Test images run through both runtimes when an ONNX export is verified.
+PARITY_SAMPLES = 32
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,14 @@ class Deployment:
             defense_spec=self.defense_spec,
             strength=self.strength,
         )
+
+    def export_onnx(self, bundle: str | Path) -> OnnxHalves:
+        """Write ``edge.onnx`` and ``cloud.onnx`` beside the bundle at ``bundle`` (exported first), each
+        carrying its half's bundle metadata, verified against this deployment's torch halves."""
+        bundle = Path(bundle)
+        metadata = {half: read_metadata(bundle / half) for half in ("edge", "cloud")}
+        samples = self.trained.data.test.images[:PARITY_SAMPLES]
+        return export_onnx(self.deployed.split, bundle, samples=samples, metadata=metadata)
 
 
 def deployment_from_spec(
