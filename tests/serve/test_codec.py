@@ -2,13 +2,14 @@
 
 import struct
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from splitveil.errors import WireFormatError
-from splitveil.serve.codec import CODECS, MAGIC, WIRE_VERSION, decode, encode, read_header
+from splitveil.serve.codec import CODECS, MAGIC, WIRE_VERSION, decode, decode_array, encode, encode_array, read_header
 
 SVT = MAGIC + bytes([WIRE_VERSION])  # a header's first four bytes
 
@@ -185,3 +186,21 @@ def test_codec_table_measures_every_codec_against_float32(tiny_data):
     assert [row["codec"] for row in rows] == list(CODECS)
     assert rows[0]["fewer_bytes"] == 1.0 and rows[0]["accuracy_loss_points"] == 0.0
     assert rows[1]["fewer_bytes"] > 1.9 and rows[2]["fewer_bytes"] > rows[1]["fewer_bytes"]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("compress", [False, True])
+def test_numpy_arrays_speak_the_same_wire_as_tensors(codec, compress):
+    """A device without torch encodes and decodes numpy arrays into the very bytes a tensor gives."""
+    z = torch.randn(3, 4, 5, 5) * torch.tensor([0.01, 1.0, 10.0, 100.0]).view(1, 4, 1, 1)
+    body = encode(z, codec=codec, compress=compress)
+    assert encode_array(z.numpy(), codec=codec, compress=compress) == body
+    array = decode_array(body)
+    assert isinstance(array, np.ndarray) and array.dtype == np.float32 and array.flags.writeable
+    assert np.array_equal(array, decode(body).numpy())
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_an_empty_batch_round_trips_in_every_codec(codec):
+    empty = torch.zeros(0, 3, 2, 2)
+    assert decode(encode(empty, codec=codec)).shape == (0, 3, 2, 2)

@@ -24,6 +24,9 @@ channel's range. "Channel" is axis 1 of an ``N, C, ...`` tensor; a flat ``N, F``
 per sample. Per-channel ranges matter because feature maps differ in scale by orders of magnitude.
 The error of an element is at most half a step.
 
+The codec works on numpy arrays (:func:`encode_array`, :func:`decode_array`), so a device without
+torch speaks it too; :func:`encode` and :func:`decode` are the torch tensor forms.
+
 Example:
     >>> import torch
     >>> z = torch.rand(2, 3, 4, 4)
@@ -39,12 +42,14 @@ import math
 import struct
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
-import torch
 
 from splitveil.errors import WireFormatError
+
+if TYPE_CHECKING:
+    import torch
 
 Codec = Literal["float32", "float16", "int8"]
 CODECS: tuple[Codec, ...] = get_args(Codec)
@@ -58,7 +63,7 @@ _CODEC_IDS: dict[Codec, int] = {"float32": 0, "float16": 1, "int8": 2}
 _ZSTD_FLAG = 1
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame starts with these four bytes
 _SKIPPABLE_MAGICS = frozenset(bytes([m, 0x2A, 0x4D, 0x18]) for m in range(0x50, 0x60))
-_FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 _SCALE_BYTES = 4  # int8: min and step as float16, per (sample, channel)
 #: The longest header a body can have (a server sizes its body limit with it).
 MAX_HEADER_BYTES = _PREFIX.size + 4 * MAX_NDIM
@@ -84,14 +89,19 @@ class Header:
 
 def encode(tensor: torch.Tensor, *, codec: Codec = "float32", compress: bool = False, level: int = 3) -> bytes:
     """``tensor`` as a wire body (see the module docstring); ``compress`` adds zstd at ``level``."""
+    return encode_array(_float32_array(tensor), codec=codec, compress=compress, level=level)
+
+
+def encode_array(array: np.ndarray, *, codec: Codec = "float32", compress: bool = False, level: int = 3) -> bytes:
+    """A numpy array as a wire body (what :func:`encode` sends for a tensor of the same values)."""
     if codec not in CODECS:
         raise WireFormatError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-    if not 1 <= tensor.dim() <= MAX_NDIM:
-        raise WireFormatError(f"can only send tensors of 1 to {MAX_NDIM} dimensions, got shape {tuple(tensor.shape)}")
-    array = _float32_array(tensor)
+    if not 1 <= array.ndim <= MAX_NDIM:
+        raise WireFormatError(f"can only send tensors of 1 to {MAX_NDIM} dimensions, got shape {tuple(array.shape)}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(array).all():
         raise WireFormatError("the tensor holds NaN or infinite values; they cannot be encoded")
-    payload = _quantise(torch.from_numpy(array)) if codec == "int8" else _raw(array, codec)
+    payload = _quantise(array) if codec == "int8" else _raw(array, codec)
     flags = 0
     if compress:
         payload = _zstd().ZstdCompressor(level=level).compress(payload)
@@ -104,6 +114,8 @@ def _float32_array(tensor: torch.Tensor) -> np.ndarray:
     # numpy rather than torch for the per-request checks: on a feature of a few thousand values a
     # torch call's dispatch costs more than its arithmetic, and a server makes several per request.
     # A contiguous CPU float32 tensor is shared, not copied: nothing below writes to it.
+    import torch
+
     tensor = tensor.detach()
     if tensor.device.type != "cpu" or tensor.dtype != torch.float32:
         tensor = tensor.to("cpu", torch.float32)
@@ -135,6 +147,13 @@ def read_header(body: bytes) -> Header:
 
 def decode(body: bytes, *, header: Header | None = None) -> torch.Tensor:
     """The float32 tensor in ``body``; every inconsistency is a ``WireFormatError``."""
+    import torch
+
+    return torch.from_numpy(decode_array(body, header=header))
+
+
+def decode_array(body: bytes, *, header: Header | None = None) -> np.ndarray:
+    """The float32 array in ``body`` (writable, owned); every inconsistency is a ``WireFormatError``."""
     header = header or read_header(body)
     payload: bytes | memoryview = memoryview(body)[header.size :]  # a view: the one copy is made below
     expected = header.payload_bytes
@@ -150,7 +169,7 @@ def decode(body: bytes, *, header: Header | None = None) -> torch.Tensor:
     values = np.frombuffer(payload, dtype=dtype).reshape(header.shape)  # read-only, on the body
     if not np.isfinite(values).all():
         raise WireFormatError("the tensor holds NaN or infinite values")
-    return torch.from_numpy(values.astype(np.float32))  # a writable float32 copy, owned by the tensor
+    return values.astype(np.float32)  # a writable float32 copy, off the body
 
 
 def _raw(array: np.ndarray, codec: Codec) -> bytes:
@@ -165,42 +184,40 @@ def _quantised_rows(shape: tuple[int, ...]) -> int:
     return shape[0] * shape[1] if len(shape) >= 3 else (shape[0] if len(shape) == 2 else 1)
 
 
-def _rows(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.reshape(_quantised_rows(tuple(tensor.shape)), -1)
-
-
-def _quantise(tensor: torch.Tensor) -> bytes:
-    rows = _rows(tensor)
-    if rows.numel() and rows.abs().max().item() > _FLOAT16_MAX:
+def _quantise(array: np.ndarray) -> bytes:
+    count = _quantised_rows(tuple(array.shape))
+    rows = array.reshape(count, array.size // count if count else 0)  # -1 is ambiguous for an empty batch
+    if rows.size and np.abs(rows).max() > _FLOAT16_MAX:
         raise WireFormatError("values exceed float16's range (65504), which int8's scales use; send float32")
-    empty = torch.zeros(len(rows))
-    low = _float16_toward(rows.min(dim=1).values if rows.numel() else empty, -math.inf)
-    high = rows.max(dim=1).values if rows.numel() else empty
+    empty = np.zeros(len(rows), dtype=np.float32)
+    low = _float16_toward(rows.min(axis=1) if rows.size else empty, -math.inf)
+    high = rows.max(axis=1) if rows.size else empty
     # Rounding low down and the step up keeps [low, low + 255 step] around every value of the row.
-    step = _float16_toward((high - low.float()) / 255, math.inf)
-    safe_step = torch.where(step > 0, step.float(), torch.ones(len(rows)))
-    levels = ((rows - low.float()[:, None]) / safe_step[:, None]).round().clamp(0, 255).to(torch.uint8)
-    return low.numpy().tobytes() + step.numpy().tobytes() + levels.numpy().tobytes()
+    step = _float16_toward((high - low.astype(np.float32)) / np.float32(255), math.inf)
+    safe_step = np.where(step > 0, step.astype(np.float32), np.float32(1))
+    scaled = (rows - low.astype(np.float32)[:, None]) / safe_step[:, None]
+    levels = np.clip(np.round(scaled), 0, 255).astype(np.uint8)  # round half to even, as torch does
+    return low.tobytes() + step.tobytes() + levels.tobytes()
 
 
-def _float16_toward(values: torch.Tensor, direction: float) -> torch.Tensor:
+def _float16_toward(values: np.ndarray, direction: float) -> np.ndarray:
     """``values`` as float16, rounded toward ``direction`` (-inf or +inf) where float16 cannot hold them."""
-    rounded = values.to(torch.float16)
-    overshoot = rounded.float() > values if direction < 0 else rounded.float() < values
-    return torch.where(overshoot, torch.nextafter(rounded, torch.tensor(direction, dtype=torch.float16)), rounded)
+    rounded = values.astype(np.float16)
+    overshoot = rounded.astype(np.float32) > values if direction < 0 else rounded.astype(np.float32) < values
+    return np.where(overshoot, np.nextafter(rounded, np.float16(direction)), rounded)
 
 
-def _dequantise(payload: bytes | memoryview, shape: tuple[int, ...]) -> torch.Tensor:
+def _dequantise(payload: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
     rows = _quantised_rows(shape)
     if rows == 0:
-        return torch.zeros(shape)
+        return np.zeros(shape, dtype=np.float32)
     scales = np.frombuffer(payload, dtype=np.float16, count=2 * rows).astype(np.float32)
     low, step = scales[:rows], scales[rows:]
     if not (np.isfinite(scales).all() and (step >= 0).all()):
         raise WireFormatError("int8 scales must be finite and non-negative")
     levels = np.frombuffer(payload, dtype=np.uint8, offset=_SCALE_BYTES * rows).reshape(rows, -1)
     values = low[:, None] + levels.astype(np.float32) * step[:, None]
-    return torch.from_numpy(values.reshape(shape))
+    return np.asarray(values.reshape(shape), dtype=np.float32)
 
 
 def _decompress(payload: bytes | memoryview, expected: int) -> bytes:
