@@ -7,14 +7,10 @@ import pytest
 import torch
 
 from splitveil.defenses import create_defense
+from splitveil.edge import read_onnx_metadata, secure_session
 from splitveil.errors import CheckpointError
 from splitveil.models import MODELS, create_model
-from splitveil.serve.onnx_export import (
-    PARITY_TOLERANCE,
-    export_onnx,
-    read_onnx_metadata,
-    secure_session,
-)
+from splitveil.serve.onnx_export import PARITY_TOLERANCE, export_onnx
 from splitveil.split import cut
 
 #: Models whose every cut must export with the defense-free edge equal to torch's within tolerance.
@@ -124,7 +120,9 @@ def test_each_half_carries_its_own_metadata_and_the_formats(tmp_path) -> None:
 def test_a_file_without_metadata_is_refused_with_the_fix(tmp_path) -> None:
     import onnx
 
-    graph = onnx.helper.make_graph([], "empty", [], [])
+    value = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    output = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "foreign", [value], [output])
     onnx.save(onnx.helper.make_model(graph), tmp_path / "foreign.onnx")
     with pytest.raises(CheckpointError, match="no splitveil metadata; export it with `splitveil export --onnx`"):
         read_onnx_metadata(tmp_path / "foreign.onnx")

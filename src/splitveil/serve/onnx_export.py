@@ -14,14 +14,15 @@ must match the torch edge's mean and standard deviation of the feature over repe
 :data:`STOCHASTIC_TOLERANCE` of that standard deviation, and must not repeat a draw.
 
 A device running a stochastic edge must seed ONNX Runtime's random ops from a secure source before
-it creates the session (:func:`secure_session`); otherwise the cloud could replay a known stream.
+it creates the session (:func:`splitveil.edge.secure_session`); otherwise the cloud could replay a
+known stream. A salted edge's file also carries the salt code's table, with which a device without
+torch decodes the cloud's answer (:class:`splitveil.edge.OnnxEdge`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import secrets
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -35,13 +36,14 @@ from torch import nn
 from splitveil import __version__
 from splitveil.blocks.noise_source import use_noise_source
 from splitveil.client_side import SecretKeepingEdge
+from splitveil.edge.runtime import secure_session
 from splitveil.errors import CheckpointError
 from splitveil.seeding import seeded
 from splitveil.serve.codec import CODECS, MEDIA_TYPE, WIRE_VERSION
 from splitveil.split import SplitModel
 
 if TYPE_CHECKING:
-    import onnxruntime
+    pass
 
 EDGE_FILE, CLOUD_FILE = "edge.onnx", "cloud.onnx"
 #: 17 has every operator the zoo and the defenses need, and ONNX Runtime 1.14+ and most device runtimes run it.
@@ -97,6 +99,7 @@ def export_onnx(
     cloud_bytes = _exported(cloud, (features,), ["feature"], "logits")
     stochastic = _draws_randomness(edge_bytes)
     measured = {
+        "input_shape": list(samples.shape[1:]),
         "feature_shape": list(features.shape[1:]),
         "stochastic_edge": stochastic,
         "inputs": edge_names,
@@ -116,35 +119,9 @@ def export_onnx(
     paths = {}
     for half, graph in (("edge", edge_bytes), ("cloud", cloud_bytes)):
         paths[half] = out / (EDGE_FILE if half == "edge" else CLOUD_FILE)
-        paths[half].write_bytes(_with_metadata(graph, {**metadata[half], **measured, "half": half}))
+        own = {"salt": _salt_code(keeper)} if half == "edge" and keeper is not None else {}
+        paths[half].write_bytes(_with_metadata(graph, {**metadata[half], **measured, **own, "half": half}))
     return OnnxHalves(paths["edge"], paths["cloud"], differences, stochastic)
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``splitveil`` metadata an exported half carries (CheckpointError if it has none)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return dict(json.loads(prop.value))
-    raise CheckpointError(f"{path}: no splitveil metadata; export it with `splitveil export --onnx`")
-
-
-def secure_session(path: str | Path | bytes, *, threads: int = 1) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session whose random ops are seeded from the operating system's CSPRNG.
-
-    ONNX Runtime seeds random ops without a ``seed`` attribute from one process-wide seed; seeding it
-    with 63 secret bits before the session is made means the cloud cannot replay the noise stream.
-    """
-    import onnxruntime
-
-    onnxruntime.set_seed(secrets.randbits(63))
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    source = path if isinstance(path, bytes) else str(path)
-    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def _exported(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str], output: str) -> bytes:
@@ -174,6 +151,22 @@ def _exported(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: 
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise CheckpointError(f"the exported {output} graph fails the ONNX checker: {error}") from None
     return graph
+
+
+def _salt_code(keeper: SecretKeepingEdge) -> dict[str, Any]:
+    """The salt code as a table ``T`` (``decoded[:, y] = answer[:, T[s, y]]``), for a device without torch.
+
+    Read off the edge's own decoding (of the answer ``0, 1, …, K−1`` under each salt) and checked
+    against it on random answers: a decoding that is not such a permutation cannot be exported.
+    """
+    classes, count = keeper.answer_classes, keeper.num_secrets
+    salts = torch.arange(count)
+    table = keeper.decode_answer(torch.arange(classes, dtype=torch.float32).expand(count, -1), salts).long()
+    answer = torch.randn(count, classes, generator=torch.Generator().manual_seed(0))
+    if not torch.equal(keeper.decode_answer(answer, salts), answer.gather(1, table)):
+        raise CheckpointError("the edge decodes its answer other than by a salt's permutation; it cannot be exported")
+    # The table is derived from the client's key: it goes into edge.onnx, which stays on the device.
+    return {"num_salts": count, "table": table.tolist()}
 
 
 def _draws_randomness(graph: bytes) -> bool:
