@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from splitveil.attacks import Capability, InverseNetworkAttack, NoiseQueryInverseNetworkAttack
-from splitveil.attacks.inverse_network import reconstruction_loss
+from splitveil.attacks.inverse_network import held_out_split, reconstruction_loss
 from splitveil.errors import ConfigError
 from splitveil.metrics import ssim
 from splitveil.split import SplitModel
@@ -136,3 +136,26 @@ def test_bad_options_are_config_errors(option, value, message):
     view = view_of(tiny_split(), InverseNetworkAttack.requires)
     with pytest.raises(ConfigError, match=message):
         InverseNetworkAttack(view, progress=False, **{option: value})
+
+
+def test_restarts_keep_the_decoder_that_reconstructs_the_held_out_images_best():
+    split = tiny_split("relu12")
+    aux = labelled(smooth_images(80, seed=13))
+    options = dict(epochs=2, batch_size=16, width=8, progress=False)
+    attack = InverseNetworkAttack(view_of(split, InverseNetworkAttack.requires, aux=aux), restarts=3, **options).fit()
+    assert len(attack.restart_scores) == 3 and len(set(attack.restart_scores)) == 3  # three initialisations
+    # The kept decoder is the best-scoring one: re-scoring it on the held-out images gives the maximum.
+    _, held_out = held_out_split(aux.images, attack.seed)
+    with torch.no_grad():
+        kept = ssim(attack.invert(split.edge(held_out).detach()), held_out).mean().item()
+    assert kept == pytest.approx(max(attack.restart_scores), abs=1e-5)
+
+
+def test_one_restart_is_the_single_decoder_trained_on_every_image():
+    split = tiny_split("relu12")
+    aux = labelled(smooth_images(40, seed=14))
+    options = dict(epochs=1, batch_size=16, width=8, progress=False)
+    view = view_of(split, InverseNetworkAttack.requires, aux=aux)
+    one, default = InverseNetworkAttack(view, restarts=1, **options).fit(), InverseNetworkAttack(view, **options).fit()
+    z = split.edge(smooth_images(3, seed=15)).detach()
+    assert torch.equal(one.invert(z), default.invert(z)) and one.restart_scores == []

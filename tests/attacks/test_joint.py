@@ -8,6 +8,7 @@ from torch import nn
 
 from splitveil.attacks import InverseNetworkAttack, JointInverseNetworkAttack, OutputOracle
 from splitveil.attacks.decoder import FeatureWithAnswer
+from splitveil.attacks.inverse_network import held_out_split
 from splitveil.split import SplitModel
 
 from .conftest import INPUT_SHAPE, labelled, smooth_images, tiny_split, view_of
@@ -81,7 +82,7 @@ def test_the_joint_attack_decodes_with_whichever_decoder_reconstructs_held_out_i
     aux = labelled(smooth_images(60, seed=5))
     attack = JointInverseNetworkAttack(view_of(split, JointInverseNetworkAttack.requires, aux=aux), epochs=2,
                                        width=8, progress=False).fit()  # fmt: skip
-    training, held_out = attack._training_and_held_out()
+    training, held_out = held_out_split(aux.images, attack.seed)
     assert (len(training), len(held_out)) == (54, 6)
     rows = {tuple(image.flatten().tolist()) for image in aux.images}
     assert {tuple(i.flatten().tolist()) for i in torch.cat([training, held_out])} == rows  # a partition of aux

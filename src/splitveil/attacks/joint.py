@@ -33,14 +33,11 @@ from torch import nn
 
 from splitveil.attacks.base import AttackerView
 from splitveil.attacks.decoder import Standardize, build_joint_decoder
-from splitveil.attacks.inverse_network import CHUNK
+from splitveil.attacks.inverse_network import CHUNK, held_out_split
 from splitveil.attacks.oracles import AnswerDecoderAttack, OutputOracle
 from splitveil.attacks.registry import ATTACKS
 from splitveil.metrics.image import ssim_fast
 from splitveil.seeding import seeded
-
-#: Share of the auxiliary images held out of training to choose between the joint decoder and the answer alone.
-HOLDOUT = 0.1
 
 
 @ATTACKS.register("joint-inverse-network")
@@ -57,7 +54,7 @@ class JointInverseNetworkAttack(AnswerDecoderAttack):
         self.selection: dict[str, float] = {}
 
     def query_images(self) -> torch.Tensor:
-        return self._training_and_held_out()[0]
+        return held_out_split(self.view.aux.images, self.seed)[0]
 
     def observe(self, z: torch.Tensor) -> torch.Tensor:
         return torch.cat([z.flatten(1), self.answer(z).flatten(1)], dim=1)
@@ -71,7 +68,7 @@ class JointInverseNetworkAttack(AnswerDecoderAttack):
 
     def fit(self) -> JointInverseNetworkAttack:
         super().fit()
-        training, held_out = self._training_and_held_out()
+        training, held_out = held_out_split(self.view.aux.images, self.seed)
         answer_only = _AnswerOnlyDecoder(self.view, **self._options)
         answer_only.images = training
         answer_only.fit()
@@ -88,15 +85,6 @@ class JointInverseNetworkAttack(AnswerDecoderAttack):
         if self._answer_only is not None:
             return self._answer_only.invert(z)
         return super().invert(z)
-
-    def _training_and_held_out(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The auxiliary images split, by a permutation seeded from ``seed``, into training and held out."""
-        images = self.view.aux.images
-        if len(images) < 2:
-            raise ValueError("the joint inverse network needs at least 2 auxiliary images (one is held out)")
-        held = max(1, round(len(images) * HOLDOUT))
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
-        return images[order[held:]], images[order[:held]]
 
 
 class _AnswerOnlyDecoder(OutputOracle):
