@@ -27,7 +27,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,14 +36,11 @@ from torch import nn
 from splitveil import __version__
 from splitveil.blocks.noise_source import use_noise_source
 from splitveil.client_side import SecretKeepingEdge
-from splitveil.edge.runtime import secure_session
+from splitveil.edge.runtime import METADATA_KEY, secure_session
 from splitveil.errors import CheckpointError
 from splitveil.seeding import seeded
 from splitveil.serve.codec import CODECS, MEDIA_TYPE, WIRE_VERSION
 from splitveil.split import SplitModel
-
-if TYPE_CHECKING:
-    pass
 
 EDGE_FILE, CLOUD_FILE = "edge.onnx", "cloud.onnx"
 #: 17 has every operator the zoo and the defenses need, and ONNX Runtime 1.14+ and most device runtimes run it.
@@ -57,7 +54,6 @@ STOCHASTIC_TOLERANCE = 0.05
 RANDOM_OPS = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
 )
-METADATA_KEY = "splitveil"
 
 
 @dataclass(frozen=True)
