@@ -487,7 +487,7 @@ def test_attack_refuses_bad_set_options_before_training(assignment, expected, ti
 def test_infer_names_an_image_file_it_cannot_read(kind, expected, tmp_path):
     from numpy.lib import format as npy_format
 
-    from splitveil.serve.images import read_image_files
+    from splitveil.edge.images import read_image_files
 
     path = tmp_path / f"{kind}.npy"
     if kind == "object":

@@ -6,6 +6,7 @@ from splitveil.config import DefenseSpec, parse_spec
 from splitveil.deploy import deploy
 from splitveil.experiment import train_or_load
 from splitveil.serve import export_bundle
+from splitveil.serve.deployment import Deployment
 
 SPEC = parse_spec(
     {
@@ -38,3 +39,15 @@ def make_bundle(trained, cache, tmp_path):
 @pytest.fixture
 def bundle(make_bundle):
     return make_bundle()[0]
+
+
+@pytest.fixture
+def make_onnx_bundle(make_bundle, trained):
+    """``make_onnx_bundle(defense_spec=None, strength=0.0)`` -> (bundle with cloud.onnx beside it, deployed split)."""
+
+    def build(defense: DefenseSpec | None = None, strength: float = 0.0):
+        out, deployed = make_bundle(defense, strength)
+        Deployment(SPEC, trained, deployed, defense, strength).export_onnx(out)
+        return out, deployed
+
+    return build

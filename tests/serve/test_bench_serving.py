@@ -1,9 +1,16 @@
-"""``benchmark_serving`` end to end on a tiny bundle: every part measured, and the figures consistent."""
+"""``benchmark_serving`` end to end on a tiny bundle: every part measured, and the figures consistent; cloud
+runtimes side by side."""
 
 import json
 
+import pytest
+import torch
+
+from splitveil.errors import ConfigError
 from splitveil.perf.serving import ServeBenchSettings, benchmark_serving, serving_markdown
-from splitveil.serve.codec import CODECS
+from splitveil.perf.serving_runtimes import compare_runtimes, runtimes_markdown
+from splitveil.serve.codec import CODECS, encode
+from splitveil.serve.loadgen import run_load
 
 
 def test_every_part_is_measured_against_real_servers(bundle, trained, tiny_data):
@@ -28,3 +35,38 @@ def test_every_part_is_measured_against_real_servers(bundle, trained, tiny_data)
     text = serving_markdown(result)
     assert "EdgeClient over loopback, int8" in text and "Dynamic batching at 16 clients" in text
     assert "Server CPU per request" in text
+
+
+def test_runtimes_are_measured_side_by_side_against_real_servers(make_onnx_bundle, tiny_data):
+    bundle, deployed = make_onnx_bundle()
+    with torch.no_grad():
+        bodies = [encode(deployed.split.edge(tiny_data.test.images[i : i + 1])) for i in range(4)]
+    measured = []
+
+    def measure(server, clients):
+        measured.append((server.command[server.command.index("--runtime") + 1], clients))
+        summary = run_load(server.url, bodies, concurrency=clients, requests=20).summary()
+        return summary | {"server_cpu_us_per_request": 100.0, "server_cores_busy": 0.5}
+
+    rows = compare_runtimes(
+        bundle, ["torch", "onnx"], extra=["--no-auth"], concurrency=(1, 3), rounds=2, measure=measure
+    )
+    # the runs alternate, round by round, so a drifting machine weighs on both runtimes alike
+    assert measured == [("torch", 1), ("onnx", 1), ("torch", 3), ("onnx", 3)] * 2
+    assert [(row["runtime"], row["concurrency"]) for row in rows] == [
+        ("torch", 1),
+        ("torch", 3),
+        ("onnx", 1),
+        ("onnx", 3),
+    ]
+    assert all(row["errors"] == 0 and row["requests"] == 40 and row["rounds"] == 2 for row in rows)
+    assert all(row["throughput_min"] <= row["throughput"] <= row["throughput_max"] for row in rows)
+    table = runtimes_markdown(rows)
+    assert "| clients | torch p50 ms | onnx p50 ms | p50 onnx/torch |" in table
+    assert len(table.splitlines()) == 4  # header, rule, one line per concurrency
+
+
+def test_an_unknown_runtime_is_refused_before_anything_is_served(tmp_path, tiny_data):
+    settings = ServeBenchSettings(runtimes=("torch", "tensorrt"))
+    with pytest.raises(ConfigError, match=r"\['tensorrt'\] given; choose among torch, onnx"):
+        benchmark_serving(tmp_path, tiny_data.test.images, settings=settings, progress=False)

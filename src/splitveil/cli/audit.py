@@ -37,13 +37,15 @@ def attack(
     The attacker is trained exactly as the bench trains it, against the defense in place. With
     --capture it inverts the features a real server received instead of test images' features.
     """
+    import torch
+
     from splitveil.audit import run_attack
     from splitveil.bench.capture_audit import audit_capture
     from splitveil.checkpoint import CheckpointCache
     from splitveil.config import load_spec, parse_attack
+    from splitveil.edge.images import read_image_files
     from splitveil.seeding import seed_process
     from splitveil.serve.deployment import deployment_from_spec
-    from splitveil.serve.images import read_image_files
 
     if originals and capture is None:
         raise ConfigError("--originals scores a capture's reconstructions; give --capture FILE too")
@@ -67,7 +69,7 @@ def attack(
         score = f"SSIM {outcome.ssim:.3f}, PSNR {outcome.psnr:.2f} dB, MSE {outcome.mse:.4f}{reid}"
         typer.echo(f"{label} on {len(chosen)} test images: {score}; grid: {out}")
         return
-    sent = None if not originals else read_image_files(originals, data.input_shape)[0]
+    sent = None if not originals else torch.from_numpy(read_image_files(originals, data.input_shape)[0])
     audit = audit_capture(split, attack_spec, capture, data=data, seed=resolved.seed, progress=progress, originals=sent)
     for damage in audit.damage:
         typer.echo(f"warning: {damage}", err=True)

@@ -197,6 +197,14 @@ def bench_serve(
         ),
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
+    runtimes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runtime",
+            help="Cloud runtime of the servers: torch or onnx (default torch). Repeat it (--runtime torch --runtime "
+            "onnx) to also measure each side by side at every --concurrency; the first runs the rest.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a cut over loopback: latency, throughput and bytes per codec and concurrency, batching, soak."""
     import dataclasses
@@ -204,20 +212,79 @@ def bench_serve(
 
     from splitveil.config import load_spec
     from splitveil.perf.serving import ServeBenchSettings, benchmark_serving, serving_markdown
+    from splitveil.serve.cloud_runtime import RUNTIMES
     from splitveil.serve.deployment import deployment_from_spec
 
-    settings = ServeBenchSettings(requests=requests, soak_requests=soak)
+    for runtime in runtimes or []:
+        if runtime not in RUNTIMES:
+            raise typer.BadParameter(
+                f"{runtime!r} is not a cloud runtime; choose {' or '.join(RUNTIMES)}", param_hint="'--runtime'"
+            )
+    settings = ServeBenchSettings(requests=requests, soak_requests=soak, runtimes=tuple(runtimes or ["torch"]))
     if concurrency:
         settings = dataclasses.replace(settings, concurrency=tuple(concurrency))
     with tempfile.TemporaryDirectory(prefix="splitveil-bundle-") as bundle:
         deployment = deployment_from_spec(load_spec(spec), cut_name, defense=defense, cache=checkpoint_cache(cache_dir))
         deployment.export(bundle)
+        if "onnx" in settings.runtimes:
+            deployment.export_onnx(bundle)  # cloud.onnx beside the bundle, verified against torch
         images = deployment.trained.data.test.take(settings.round_trips).images
         result = benchmark_serving(bundle, images, unsplit=deployment.trained.model, settings=settings)
     result.bundle = f"{spec} at {cut_name}" + (f", {defense}" if defense else "")
     typer.echo(serving_markdown(result))
     if out is not None:
         out.write_text(json.dumps(result.to_dict(), indent=2))
+
+
+@bench_app.command("edge")
+def bench_edge(
+    spec: Annotated[Path, typer.Argument(help="YAML spec naming the model, data, training and defenses.")],
+    cut_name: Annotated[list[str], typer.Option("--cut", help="Cut point(s) of the deployment (repeatable).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            file_okay=False, help="Directory: edge-runtimes.json and .csv, and the measured bundles under bundles/."
+        ),
+    ],
+    defense: Annotated[str | None, typer.Option(help="Label of one of the spec's defenses (default: none).")] = None,
+    strength: Annotated[float | None, typer.Option(help="Defense strength (default: the defense's first).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Use this seed instead of the spec's.")] = None,
+    latency_images: Annotated[int, typer.Option(min=1, help="Single-image calls timed per runtime.")] = 1000,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Processes per runtime, taking turns with the others (load drifts hit all).")
+    ] = 3,
+    accuracy_images: Annotated[
+        int | None, typer.Option(min=1, help="Test images for the accuracy (default: the whole test split).")
+    ] = None,
+    markdown: Annotated[bool, typer.Option(help="Print a markdown table (for docs) instead of a rich one.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Checkpoint cache.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars (when a model must be trained).")] = True,
+) -> None:
+    """Torch edge vs ONNX float32 edge vs ONNX int8 edge, per cut: latency at batch 1 on one thread (p50, p99),
+    peak memory (each runtime in its own process), file size and accuracy with the torch cloud half."""
+    from splitveil.config import load_spec
+    from splitveil.perf.edge_runtimes import (
+        FIGURES_FILE,
+        EdgeBenchSettings,
+        edge_runtime_table,
+        run_edge_benchmark,
+    )
+
+    settings = EdgeBenchSettings(
+        latency_images=latency_images, rounds=rounds, warmup=min(100, latency_images), accuracy_images=accuracy_images
+    )
+    figures = run_edge_benchmark(
+        load_spec(spec, {"seed": seed}),
+        cut_name,
+        out,
+        defense=defense,
+        strength=strength,
+        cache=checkpoint_cache(cache_dir),
+        settings=settings,
+        progress=progress,
+    )
+    _print_table(*edge_runtime_table(figures), markdown=markdown)
+    typer.echo(f"figures in {out / FIGURES_FILE} and .csv; bundles in {out / 'bundles'}")
 
 
 @bench_app.command("scaling")

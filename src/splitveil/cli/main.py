@@ -51,11 +51,40 @@ def main(argv: list[str] | None = None) -> None:
         _refuse("aborted", 1)
     except SplitveilError as exc:
         _refuse(str(exc))
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+        if extra is None:  # not one of ours to install: a bug to see in full
+            raise
+        _refuse(f"this command needs {exc.name}, which this install lacks: pip install 'splitveil[{extra}]'")
     except OSError as exc:
         if exc.filename is None:  # not about a path the user gave: a bug to see in full
             raise
         _refuse(f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+#: The extra that installs each third-party module a command may import (a device with only
+#: ``splitveil[edge]`` has none of the toolkit's).
+_EXTRA_OF_MODULE = {
+    **dict.fromkeys(
+        [
+            "torch",
+            "pydantic",
+            "yaml",
+            "safetensors",
+            "skimage",
+            "torchmetrics",
+            "matplotlib",
+            "jinja2",
+            "torch_pruning",
+        ],
+        "torch",
+    ),
+    **dict.fromkeys(["fastapi", "uvicorn", "prometheus_client", "httptools"], "serve"),
+    **dict.fromkeys(["onnxruntime", "httpx", "zstandard", "imageio"], "edge"),
+    **dict.fromkeys(["onnx", "onnxscript"], "onnx"),
+    "ray": "ray",
+}
 
 
 class _ClickError(Protocol):

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import typer
 
 from splitveil.errors import ConfigError
 
 TOKEN_ENV = "SPLITVEIL_TOKEN"
+#: What runs the edge half on the device: PyTorch, or the exported edge.onnx on ONNX Runtime.
+EdgeRuntime = Literal["torch", "onnx"]
 
 Plugins = Annotated[
     list[str] | None,
@@ -39,12 +45,22 @@ def export(
             "against the torch halves (needs splitveil[onnx]).",
         ),
     ] = False,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="With --onnx: also write edge.int8.onnx, the edge statically quantised to int8 (calibrated on "
+            "target-train images; the defense's ops stay float32), and compare its accuracy with edge.onnx's.",
+        ),
+    ] = False,
 ) -> None:
     """Deploy a cut of the spec's model (trained or cached), defended as the bench evaluates it, as a bundle."""
     from splitveil.checkpoint import CheckpointCache
     from splitveil.config import load_spec
     from splitveil.serve.deployment import deployment_from_spec
 
+    if int8 and not onnx:  # before training, which can take minutes
+        raise ConfigError("--int8 quantises the edge.onnx that --onnx writes: add --onnx")
     check_directory_can_be_made(out, "--out")  # before training, which can take minutes
     cache = CheckpointCache.default(cache_dir)
     deployment = deployment_from_spec(
@@ -63,6 +79,15 @@ def export(
         )
         typer.echo(
             f"onnx: {halves.edge.name} and {halves.cloud.name} in {out}, verified against torch ({checked}){draws}"
+        )
+    if int8:
+        quantized = deployment.export_int8_edge(out)
+        gap = "" if quantized.feature_error is None else f", feature within {quantized.feature_error:.1%} of float32's"
+        typer.echo(
+            f"int8: {quantized.path.name} in {out}, {quantized.size / 1024:.1f} KiB vs {quantized.fp32_size / 1024:.1f} "
+            f"KiB ({quantized.size_ratio:.2f}x smaller); accuracy {quantized.accuracy:.4f} vs float32 "
+            f"{quantized.fp32_accuracy:.4f} on {quantized.checked} test images "
+            f"({100 * (quantized.accuracy - quantized.fp32_accuracy):+.2f} points){gap}"
         )
 
 
@@ -113,7 +138,16 @@ def serve(
             min=1, help="With --capture-max-bytes: at most this many files; then capture fails (--capture-errors)."
         ),
     ] = None,
-    threads: Annotated[int, typer.Option(min=1, help="Torch intra-op threads.")] = 1,
+    threads: Annotated[
+        int, typer.Option(min=1, help="Intra-op threads of the cloud half (torch's, or ONNX Runtime's).")
+    ] = 1,
+    runtime: Annotated[
+        Literal["torch", "onnx"],
+        typer.Option(
+            help="What computes the cloud half: torch (the bundle's cloud/) or onnx (cloud.onnx beside it, written by "
+            "`splitveil export --onnx`, run by ONNX Runtime); the API, limits and answers are the same."
+        ),
+    ] = "torch",
     drain_timeout: Annotated[float, typer.Option(min=0, help="Seconds to let requests finish on shutdown.")] = 30.0,
     max_connections: Annotated[
         int | None,
@@ -140,7 +174,7 @@ def serve(
 
     load_plugins(plugin or [])
     from splitveil.serve.auth import load_tokens
-    from splitveil.serve.bundle import load_half
+    from splitveil.serve.cloud_runtime import load_cloud_runtime
     from splitveil.serve.connections import ConnectionLimits
     from splitveil.serve.pending_bodies import PendingBodies
     from splitveil.serve.run import serve as run_server
@@ -168,11 +202,12 @@ def serve(
         capture_max_files=capture_max_files,
         max_pending_bytes=max_pending_bytes,
     )
-    # The bundle and the budget are checked before the address is announced, so that a refusal is the
-    # only line printed. The server loads the bundle again: a zoo model's cloud half loads in milliseconds.
-    cloud = load_half(checkpoint, "cloud")
+    # The bundle (and cloud.onnx) and the budget are checked before the address is announced, so that a
+    # refusal is the only line printed. The server loads them again: a zoo model's cloud half loads in
+    # milliseconds.
+    cloud = load_cloud_runtime(checkpoint, runtime, threads=threads)
     PendingBodies.for_server(max_pending_bytes, max_body_bytes(cloud.feature_shape, max_request_samples))
-    typer.echo(f"serving {checkpoint} on {'https' if cert else 'http'}://{host}:{port}", err=True)
+    typer.echo(f"serving {checkpoint} ({runtime}) on {'https' if cert else 'http'}://{host}:{port}", err=True)
     run_server(
         checkpoint,
         host=host,
@@ -183,12 +218,16 @@ def serve(
         threads=threads,
         drain_timeout=drain_timeout,
         limits=ConnectionLimits(max_connections, header_timeout, body_timeout),
+        runtime=runtime,
     )
 
 
 def infer(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG) or .npy arrays.")],
-    checkpoint: Annotated[Path, typer.Option(exists=True, help="Bundle directory (or its edge/ half).")],
+    checkpoint: Annotated[
+        Path,
+        typer.Option(exists=True, help="Bundle directory (or its edge/ half; with --runtime onnx, its edge.onnx)."),
+    ],
     url: Annotated[str, typer.Option(help="The cloud server, e.g. https://cloud:8443.")],
     token_file: Annotated[
         Path | None,
@@ -212,15 +251,21 @@ def infer(
     ] = None,
     timeout: Annotated[float, typer.Option(callback=check_positive_seconds, help="Seconds per request (> 0).")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    runtime: Annotated[
+        EdgeRuntime,
+        typer.Option(
+            help="What runs the edge: torch (the bundle's edge/ half) or onnx (its edge.onnx on ONNX Runtime, "
+            "which is all a device with splitveil's edge extra has)."
+        ),
+    ] = "torch",
     plugin: Plugins = None,
 ) -> None:
     """Classify images: the edge half runs here, the cloud half on the server."""
     from splitveil.plugins import load_plugins
 
     load_plugins(plugin or [])
-    from splitveil.serve import CODECS, load_half
-    from splitveil.serve.client import EdgeClient
-    from splitveil.serve.images import read_image_files
+    from splitveil.edge.images import read_image_files
+    from splitveil.serve.codec import CODECS
 
     if codec not in CODECS:
         raise typer.BadParameter(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
@@ -229,24 +274,48 @@ def infer(
         raise ConfigError(f"token file {token_file} is empty; write the bearer token the server accepts into it")
     if ca_cert is not None:
         check_ca_certificate(ca_cert)
-    edge = load_half(checkpoint, "edge")
-    batch, names = read_image_files(images, tuple(edge.metadata["input_shape"]))
-    with EdgeClient(
-        edge.module,
-        url,
-        num_classes=edge.metadata["num_classes"],
-        token=token,
-        codec=codec,
-        compress=zstd,
-        timeout=timeout,
-        verify=ca_cert or True,
-    ) as client:
+    connection = {"token": token, "codec": codec, "compress": zstd, "timeout": timeout, "verify": ca_cert or True}
+    edge = _device_edge(runtime, checkpoint, url, connection)
+    with edge.client:
+        batch, names = read_image_files(images, edge.input_shape)
         labels = []
         for start in range(0, len(batch), 64):
-            labels.extend(client.predict(batch[start : start + 64]).tolist())
+            labels.extend(edge.predict(batch[start : start + 64]))
     for name, label in zip(names, labels, strict=True):
         cls = edge.class_names[label]
         typer.echo(json.dumps({"image": name, "label": label, "class": cls}) if as_json else f"{name}: {cls} ({label})")
+
+
+@dataclass(frozen=True)
+class _DeviceEdge:
+    """An edge client of either runtime, as ``infer`` uses it: numpy images in, labels out."""
+
+    client: AbstractContextManager[Any]
+    input_shape: tuple[int, int, int]
+    class_names: list[str]
+    predict: Callable[[np.ndarray], list[int]]
+
+
+def _device_edge(runtime: EdgeRuntime, checkpoint: Path, url: str, connection: dict[str, Any]) -> _DeviceEdge:
+    """The bundle's edge on ``runtime``, connected to the cloud at ``url``.
+
+    The onnx runtime imports no torch: it is what ``pip install 'splitveil[edge]'`` can run."""
+    if runtime == "onnx":
+        from splitveil.edge.client import EdgeClient as OnnxEdgeClient
+
+        device = OnnxEdgeClient.from_bundle(checkpoint, url, **connection)
+        return _DeviceEdge(
+            device, device.edge.input_shape, device.class_names, lambda batch: device.predict(batch).tolist()
+        )
+    import torch
+
+    from splitveil.serve.bundle import load_half
+    from splitveil.serve.client import EdgeClient
+
+    edge = load_half(checkpoint, "edge")
+    client = EdgeClient(edge.module, url, num_classes=edge.metadata["num_classes"], **connection)
+    shape = tuple(edge.metadata["input_shape"])
+    return _DeviceEdge(client, shape, edge.class_names, lambda batch: client.predict(torch.from_numpy(batch)).tolist())
 
 
 # Checks of the files and values these commands are given: each refuses with one line that names the

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import onnxruntime
 
 METADATA_KEY = "splitveil"
+#: The files ``splitveil export --onnx`` writes beside a bundle.
+EDGE_FILE, CLOUD_FILE = "edge.onnx", "cloud.onnx"
 
 
 def secure_session(path: str | Path | bytes, *, threads: int = 1) -> onnxruntime.InferenceSession:

@@ -10,7 +10,11 @@ Everything is measured in one run, side by side, so the ratios are what to read:
   generator (:mod:`splitveil.serve.loadgen`): p50/p99 latency, throughput, bytes per request;
 - **batching**: the same load at one concurrency against a server with ``--max-batch 1``;
 - **soak**: many requests at one concurrency against a fresh server, with its resident memory after
-  a warm-up and at the end.
+  a warm-up and at the end;
+- **runtimes** (given more than one): float32 load at each concurrency against a server of each cloud
+  runtime (``--runtime torch``, ``--runtime onnx``), side by side (:mod:`splitveil.perf.serving_runtimes`).
+
+Every server but the side-by-side ones runs the first runtime named.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import torch
 from torch import nn
 
 from splitveil.config import DefenseSpec
-from splitveil.errors import ServeError
+from splitveil.errors import ConfigError, ServeError
+from splitveil.perf.serving_runtimes import compare_runtimes, runtimes_markdown
 from splitveil.progress import progress_bar
 from splitveil.serve.bundle import load_half
 from splitveil.serve.client import EdgeClient
+from splitveil.serve.cloud_runtime import RUNTIMES
 from splitveil.serve.codec import CODECS, Codec, encode
 from splitveil.serve.loadgen import LoadResult, run_load
 from splitveil.serve.process import ServerProcess
@@ -49,6 +55,8 @@ class ServeBenchSettings:
     soak_concurrency: int = 16
     soak_warmup: int = 1000
     distinct_bodies: int = 256  # test images encoded once and cycled by the load generator
+    runtimes: Sequence[str] = ("torch",)  # cloud runtimes; the first runs every server but the side-by-side ones
+    runtime_rounds: int = 3  # alternating rounds of the side-by-side runs (more than one runtime)
 
 
 @dataclass
@@ -60,11 +68,13 @@ class ServeBenchmark:
     cut: str | None = None
     defense: str = "none"
     strength: float = 0.0
+    runtime: str = "torch"  # what computed the cloud half in every server but the side-by-side ones
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     round_trip: dict[str, dict[str, float]] = field(default_factory=dict)
     load: list[dict[str, Any]] = field(default_factory=list)
     batching: dict[str, Any] = field(default_factory=dict)
     soak: dict[str, Any] = field(default_factory=dict)
+    runtimes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,11 +82,13 @@ class ServeBenchmark:
             "cut": self.cut,
             "defense": self.defense,
             "strength": self.strength,
+            "runtime": self.runtime,
             "baselines": self.baselines,
             "round_trip": self.round_trip,
             "load": self.load,
             "batching": self.batching,
             "soak": self.soak,
+            "runtimes": self.runtimes,
         }
 
 
@@ -103,20 +115,32 @@ def benchmark_serving(
 def _benchmark(
     bundle: str | Path, images: torch.Tensor, *, unsplit: nn.Module | None, settings: ServeBenchSettings, progress: bool
 ) -> ServeBenchmark:
+    runtimes = list(dict.fromkeys(settings.runtimes))
+    unknown = [runtime for runtime in runtimes if runtime not in RUNTIMES]
+    if not runtimes or unknown:
+        raise ConfigError(f"cloud runtimes {unknown or 'none'} given; choose among {', '.join(RUNTIMES)}")
     edge_half = load_half(bundle, "edge")
     meta = edge_half.metadata
     label = "none" if meta["defense"] is None else DefenseSpec.model_validate(meta["defense"]).display_name
     result = ServeBenchmark(str(bundle), cut=meta["cut"], defense=label, strength=meta["strength"])
+    result.runtime = runtimes[0]
     edge = edge_half.module.eval()
-    cloud = load_half(bundle, "cloud").module.eval()
+    cloud_half = load_half(bundle, "cloud")
+    cloud = cloud_half.module.eval()
     singles = [images[i : i + 1] for i in range(min(settings.round_trips, len(images)))]
     if unsplit is not None:
         result.baselines["unsplit"] = _latency_summary(_time_calls(unsplit.eval(), singles))
     result.baselines["in_process_split"] = _latency_summary(_time_calls(lambda x: cloud(edge(x)), singles))
+    if "onnx" in runtimes:
+        from splitveil.serve.onnx_cloud import onnx_runtime
+
+        onnx_cloud = onnx_runtime(bundle, cloud_half, threads=1).forward
+        in_process = _latency_summary(_time_calls(lambda x: onnx_cloud(edge(x)), singles))
+        result.baselines["in_process_split_onnx_cloud"] = in_process
     with torch.inference_mode():
         features = edge(images[: settings.distinct_bodies])
     token = secrets.token_urlsafe(16)
-    steps = len(settings.codecs) * (1 + len(settings.concurrency)) + 2
+    steps = len(settings.codecs) * (1 + len(settings.concurrency)) + 2 + (len(runtimes) > 1)
     with tempfile.TemporaryDirectory(prefix="splitveil-bench-serve-") as scratch:
         tokens_file = Path(scratch) / "tokens"
         tokens_file.write_text(token + "\n")
@@ -126,9 +150,10 @@ def _benchmark(
             str(tokens_file),
             *(flag for name in meta.get("plugins", []) for flag in ("--plugin", name)),
         ]
-        run = _Runner(bundle, auth, token, features, settings)
+        serving = [*auth, "--runtime", runtimes[0]]
+        run = _Runner(bundle, serving, token, features, settings)
         with progress_bar("serving benchmark", total=steps, enabled=progress) as advance:
-            with ServerProcess(bundle, extra=auth) as server:
+            with ServerProcess(bundle, extra=serving) as server:
                 with httpx.Client() as plain:  # the floor: an HTTP exchange with no tensor in it
                     floor = _time_calls(lambda _: plain.get(server.url + "/healthz"), singles)
                 result.round_trip["healthz"] = _latency_summary(floor) | {"bytes_per_request": 0}
@@ -142,7 +167,7 @@ def _benchmark(
                         result.load.append({"codec": codec, **run.load(server.url, codec, concurrency).summary()})
                         advance()
                 batched = run.load_with_cpu(server, "float32", settings.batching_concurrency)
-            with ServerProcess(bundle, extra=[*auth, "--max-batch", "1"]) as server:
+            with ServerProcess(bundle, extra=[*serving, "--max-batch", "1"]) as server:
                 unbatched = run.load_with_cpu(server, "float32", settings.batching_concurrency)
             advance()
             result.batching = {
@@ -153,6 +178,16 @@ def _benchmark(
             }
             result.soak = run.soak()
             advance()
+            if len(runtimes) > 1:
+                result.runtimes = compare_runtimes(
+                    bundle,
+                    runtimes,
+                    extra=auth,
+                    concurrency=settings.concurrency,
+                    rounds=settings.runtime_rounds,
+                    measure=lambda server, clients: run.load_with_cpu(server, "float32", clients),
+                )
+                advance()
     return result
 
 
@@ -247,6 +282,8 @@ def serving_markdown(result: ServeBenchmark) -> str:
     for codec, row in result.round_trip.items():
         path = "GET /healthz over loopback (HTTP alone)" if codec == "healthz" else f"EdgeClient over loopback, {codec}"
         lines.append(f"| {path} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['bytes_per_request']:,} |")
+    if result.runtime != "torch":  # figures of other runtimes must not read as the torch server's
+        lines += ["", f"Every server below computes the cloud half with `--runtime {result.runtime}`."]
     lines += ["", "| codec | clients | p50 ms | p99 ms | requests/s | bytes/request | errors |"]
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in result.load:
@@ -275,4 +312,14 @@ def serving_markdown(result: ServeBenchmark) -> str:
             f"server RSS {soak['rss_before_mib']:.1f} → {soak['rss_after_mib']:.1f} MiB "
             f"(**{100 * soak['rss_growth']:+.1f}%**)."
         )
+    if result.runtimes:
+        first = result.runtimes[0]
+        lines += [
+            "",
+            f"Cloud runtimes side by side: float32, {first['rounds']} alternating rounds of "
+            f"{first['requests'] // first['rounds']:,} requests at each concurrency, medians over the rounds "
+            "(requests/s: median, lowest–highest).",
+            "",
+            runtimes_markdown(result.runtimes),
+        ]
     return "\n".join(lines)

@@ -51,7 +51,9 @@ class SaltMaps(nn.Module):
 
     def forward(self, salt: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         height, width = activation.shape[-2:]
-        rows, cols = -(-height // self.tile), -(-width // self.tile)
+        # Ceiling division written without negative operands: ONNX's integer Div truncates toward zero,
+        # so the usual -(-h // t) exports as a floor and the maps come out a tile short.
+        rows, cols = (height + self.tile - 1) // self.tile, (width + self.tile - 1) // self.tile
         plane = F.one_hot(salt, self.num_salts).to(activation.dtype)[:, :, None, None].expand(-1, -1, rows, cols)
         return self.expand(plane)[:, :, :height, :width]
 

@@ -21,7 +21,7 @@ from typing import Any
 from splitveil.checkpoint import METADATA_FILE
 from splitveil.errors import CheckpointError
 from splitveil.plugins import is_module_name, require_imported
-from splitveil.serve.codec import MAX_NDIM
+from splitveil.serve.codec import MAX_CLASSES, MAX_NDIM
 
 #: A bundle's metadata is a few kilobytes; a megabyte is not a bundle's.
 MAX_METADATA_BYTES = 1 << 20
@@ -29,8 +29,6 @@ MAX_METADATA_BYTES = 1 << 20
 MAX_FEATURE_ELEMENTS = 1 << 22
 #: Values per input image (3 x 2048 x 2048 fits).
 MAX_INPUT_ELEMENTS = 1 << 24
-#: Classes a model may have; an edge client bounds every answer by it.
-MAX_CLASSES = 1 << 16
 #: Every integer a zoo model takes is a width, a size or a count.
 MAX_MODEL_INTEGER = 1 << 16
 #: Items of a list or object anywhere in an option's value, and how deep such values nest.

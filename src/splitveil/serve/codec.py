@@ -57,6 +57,8 @@ MAGIC = b"SVT"
 WIRE_VERSION = 2
 MAX_NDIM = 8
 MEDIA_TYPE = "application/x-splitveil-tensor"
+#: Classes a model may have; an edge client bounds every answer by it.
+MAX_CLASSES = 1 << 16
 
 _PREFIX = struct.Struct("<3sBBBB")
 _CODEC_IDS: dict[Codec, int] = {"float32": 0, "float16": 1, "int8": 2}

@@ -9,16 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from splitveil.checkpoint import CheckpointCache, read_metadata
 from splitveil.config import DefenseSpec, ExperimentSpec
 from splitveil.deploy import DeployedSplit, deploy
-from splitveil.errors import ConfigError
+from splitveil.edge.runtime import CLOUD_FILE, EDGE_FILE
+from splitveil.errors import CheckpointError, ConfigError
 from splitveil.experiment import TrainedModel, check_cuts, train_or_load
 from splitveil.serve.bundle import export_bundle
 from splitveil.serve.onnx_export import OnnxHalves, export_onnx
+from splitveil.serve.onnx_quantize import INT8_EDGE_FILE, QuantizedEdge, quantize_edge
 
 #: Test images run through both runtimes when an ONNX export is verified.
 PARITY_SAMPLES = 32
+#: Target-train images (a seeded draw) whose activation ranges calibrate the int8 edge.
+CALIBRATION_IMAGES = 512
+#: Test images on which the int8 edge's accuracy is compared with the float32 edge's at export.
+INT8_CHECK_IMAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,28 @@ class Deployment:
         bundle = Path(bundle)
         metadata = {half: read_metadata(bundle / half) for half in ("edge", "cloud")}
         samples = self.trained.data.test.images[:PARITY_SAMPLES]
-        return export_onnx(self.deployed.split, bundle, samples=samples, metadata=metadata)
+        halves = export_onnx(self.deployed.split, bundle, samples=samples, metadata=metadata)
+        # An int8 edge from an earlier export no longer matches this edge.onnx: quantise it again.
+        (bundle / INT8_EDGE_FILE).unlink(missing_ok=True)
+        return halves
+
+    def export_int8_edge(self, bundle: str | Path) -> QuantizedEdge:
+        """Quantise ``bundle/edge.onnx`` (written by :meth:`export_onnx`) to ``bundle/edge.int8.onnx``:
+        calibrated on target-train images, compared with the float32 edge on test images."""
+        bundle = Path(bundle)
+        if not (bundle / EDGE_FILE).is_file():
+            raise CheckpointError(f"{bundle} has no {EDGE_FILE} to quantise; write it first with export_onnx (--onnx)")
+        train, check = self.trained.data.train, self.trained.data.test.take(INT8_CHECK_IMAGES)
+        # A seeded draw, not the first rows: a split stored in class order would calibrate on few classes.
+        chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.spec.seed))
+        return quantize_edge(
+            bundle / EDGE_FILE,
+            bundle / CLOUD_FILE,
+            calibration=train.images[chosen[:CALIBRATION_IMAGES]].numpy(),
+            check_images=check.images.numpy(),
+            check_labels=check.labels.numpy(),
+            seed=self.spec.seed,
+        )
 
 
 def deployment_from_spec(

@@ -16,7 +16,7 @@ import torch
 import uvicorn
 
 from splitveil.errors import ConfigError
-from splitveil.serve.bundle import load_half
+from splitveil.serve.cloud_runtime import Runtime, load_cloud_runtime
 from splitveil.serve.connections import ConnectionLimits, guarded_protocol
 from splitveil.serve.server import ServerSettings, ServerState, create_app
 
@@ -45,9 +45,11 @@ def serve(
     drain_timeout: float = 30.0,
     limits: ConnectionLimits | None = None,
     log_level: str = "warning",
+    runtime: Runtime = "torch",
 ) -> None:
     """Serve the cloud half of the bundle at ``checkpoint`` until stopped, within ``limits``
-    (default: :class:`ConnectionLimits`' defaults)."""
+    (default: :class:`ConnectionLimits`' defaults), computed by ``runtime``: the bundle's torch half, or
+    ``cloud.onnx`` beside it in ONNX Runtime on ``threads`` intra-op threads."""
     if (certfile is None) != (keyfile is None):
         raise ConfigError("TLS needs both --cert and --key (or neither, for plain HTTP)")
     for path in (certfile, keyfile):
@@ -57,7 +59,7 @@ def serve(
     # A file-size limit (`ulimit -f`) must fail a capture write with EFBIG, which the capture recorder
     # handles, rather than kill the server with SIGXFSZ.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    cloud = load_half(checkpoint, "cloud")
+    cloud = load_cloud_runtime(checkpoint, runtime, threads=threads)
     app = create_app(cloud, settings)
     protocol = guarded_protocol(limits or ConnectionLimits(), on_refused=app.state.metrics.count_refusal)
     config = uvicorn.Config(
@@ -74,5 +76,5 @@ def serve(
         lifespan="on",
         proxy_headers=False,  # no route reads the client's address; the middleware costs every request
     )
-    logging.getLogger("splitveil.serve").info("serving %s on %s:%d", checkpoint, host, port)
+    logging.getLogger("splitveil.serve").info("serving %s (%s) on %s:%d", checkpoint, runtime, host, port)
     _DrainingServer(config, app.state).run()

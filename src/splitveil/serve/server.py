@@ -31,6 +31,7 @@ from splitveil.serve.batching import MicroBatcher
 from splitveil.serve.bundle import LoadedHalf
 from splitveil.serve.capture import CaptureWriter
 from splitveil.serve.capture_recorder import CaptureRecorder
+from splitveil.serve.cloud_runtime import CloudRuntime, as_runtime
 from splitveil.serve.codec import CODECS, MAX_HEADER_BYTES, MEDIA_TYPE, WIRE_VERSION
 from splitveil.serve.infer_route import InferRoute, Receive, Scope, Send
 from splitveil.serve.metrics import ServerMetrics
@@ -54,18 +55,22 @@ class ServerSettings:
 
 
 class ServerState:
-    """What the routes share: the batcher, the metrics, the capture file, and whether it drains."""
+    """What the routes share: the batcher, the metrics, the capture file, and whether it drains.
 
-    def __init__(self, cloud: LoadedHalf, settings: ServerSettings) -> None:
-        self.cloud = cloud
+    ``cloud`` is the cloud half as a runtime (torch or ONNX, :mod:`splitveil.serve.cloud_runtime`): the
+    batcher calls its forward pass, the routes read its metadata, and neither knows which runtime it is.
+    """
+
+    def __init__(self, cloud: LoadedHalf | CloudRuntime, settings: ServerSettings) -> None:
+        self.cloud = as_runtime(cloud)
         self.settings = settings
         self.metrics = ServerMetrics()
-        self.feature_shape = cloud.feature_shape
+        self.feature_shape = self.cloud.feature_shape
         self.max_body = max_body_bytes(self.feature_shape, settings.max_request_samples)
         self.pending = PendingBodies.for_server(settings.max_pending_bytes, self.max_body)
         self.metrics.pending_bytes.set_function(lambda: self.pending.held)
         self.batcher = MicroBatcher(
-            cloud.module,
+            self.cloud.forward,
             max_batch=settings.max_batch,
             max_wait=settings.max_wait_ms / 1000,
             on_batch=self.metrics.batch_size.observe,
@@ -107,8 +112,9 @@ class CloudApp:
             await self.api(scope, receive, send)
 
 
-def create_app(cloud: LoadedHalf, settings: ServerSettings | None = None) -> CloudApp:
-    """The ASGI application serving ``cloud`` (the cloud half of a bundle)."""
+def create_app(cloud: LoadedHalf | CloudRuntime, settings: ServerSettings | None = None) -> CloudApp:
+    """The ASGI application serving ``cloud``: the cloud half of a bundle, computed by torch (a loaded half,
+    or :func:`~splitveil.serve.cloud_runtime.load_cloud_runtime`'s torch runtime) or by ONNX Runtime."""
     state = ServerState(cloud, settings or ServerSettings())
 
     @asynccontextmanager

@@ -1,17 +1,19 @@
-"""Images from files for ``splitveil infer``: PNG/JPEG (via imageio) or NumPy ``.npy`` arrays."""
+"""Images from files for ``splitveil infer``: PNG/JPEG (via imageio) or NumPy ``.npy`` arrays.
+
+numpy only, so the torch-free edge reads images exactly as the toolkit does.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from splitveil.errors import ConfigError, SplitveilError
 
 
-def load_images(paths: list[Path], input_shape: tuple[int, int, int]) -> tuple[torch.Tensor, list[str]]:
-    """The files at ``paths`` as one ``(N, C, H, W)`` float tensor in [0, 1] matching ``input_shape``,
+def load_images(paths: list[Path], input_shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+    """The files at ``paths`` as one ``(N, C, H, W)`` float32 array in [0, 1] matching ``input_shape``,
     and a name for each image (the file, with an index for the images of a batch file).
 
     A ``.npy`` file may hold one image (``H, W`` or ``C, H, W``) or a batch (``N, C, H, W``);
@@ -23,17 +25,21 @@ def load_images(paths: list[Path], input_shape: tuple[int, int, int]) -> tuple[t
         for path, batch in zip(paths, batches, strict=True)
         for i in range(len(batch))
     ]
-    return (torch.cat(batches) if batches else torch.empty(0, *input_shape)), names
+    return (np.concatenate(batches) if batches else np.empty((0, *input_shape), np.float32)), names
 
 
-def _read(path: Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
+def _read(path: Path, input_shape: tuple[int, int, int]) -> np.ndarray:
     if not path.is_file():
         raise ConfigError(f"image {path} does not exist")
     if path.suffix.lower() == ".npy":
         array = _read_npy(path)
     else:
-        import imageio.v3 as iio
-
+        try:
+            import imageio.v3 as iio
+        except ImportError:
+            raise ConfigError(
+                f"reading {path} needs imageio (pip install imageio); or give the pixels as a .npy array"
+            ) from None
         try:
             array = iio.imread(path)
         except Exception as exc:  # imageio raises many types for unreadable files
@@ -42,13 +48,13 @@ def _read(path: Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
             array = np.moveaxis(array[..., :3], -1, 0)  # H, W, RGB(A) -> C, H, W
     if array.size == 0:
         raise ConfigError(f"{path} holds no images (shape {array.shape}); pass a file with at least one")
-    values = torch.from_numpy(np.ascontiguousarray(array))
-    values = values.float() / 255 if not values.dtype.is_floating_point else values.float()
-    while values.dim() < 4:
-        values = values.unsqueeze(0)
+    integers = array.dtype.kind in "iu"
+    values = array.astype(np.float32) / 255 if integers else array.astype(np.float32)
+    while values.ndim < 4:
+        values = values[np.newaxis]
     channels, height, width = input_shape
     if values.shape[1] != channels and channels == 1:
-        values = values.mean(dim=1, keepdim=True)
+        values = values.mean(axis=1, keepdims=True)
     if tuple(values.shape[1:]) != input_shape:
         raise ConfigError(
             f"{path}: image of shape {tuple(values.shape[1:])} (C, H, W), but the model takes {input_shape}; resize it first"
@@ -87,7 +93,7 @@ def _read_npy(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
-def read_image_files(paths: list[Path], input_shape: tuple[int, int, int]) -> tuple[torch.Tensor, list[str]]:
+def read_image_files(paths: list[Path], input_shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
     """``load_images`` one file at a time, so that an unreadable file is refused by name, and an
     empty batch is refused instead of classifying nothing."""
     batches, names = [], []
@@ -106,4 +112,4 @@ def read_image_files(paths: list[Path], input_shape: tuple[int, int, int]) -> tu
         names += batch_names
     if not names:
         raise ConfigError(f"{', '.join(map(str, paths))} hold no images; give at least one image to classify")
-    return torch.cat(batches), names
+    return np.concatenate(batches), names
