@@ -61,13 +61,13 @@ def test_the_int8_edge_runs_on_the_device_and_keeps_the_float32_metadata(relu32_
     assert features.shape == (3, 64, 7, 7) and salts is None and np.isfinite(features).all()
     fp32, int8 = read_onnx_metadata(path.with_name("edge.onnx")), read_onnx_metadata(path)
     assert fp32["precision"] == "float32" and int8["precision"] == "int8"
-    assert int8["quantization"]["format"] == "QDQ" and int8["quantization"]["calibration"]["images"] == 64
+    assert int8["quantization"]["format"] == "QOperator" and int8["quantization"]["calibration"]["images"] == 64
     kept = {key: value for key, value in int8.items() if key not in ("precision", "quantization", "opset")}
     assert kept == {key: value for key, value in fp32.items() if key not in ("precision", "opset")}
 
 
 def test_the_int8_file_is_over_three_times_smaller_when_weights_dominate(relu32_int8) -> None:
-    # int8 weights are a quarter of float32's; scales, zero points and the QDQ nodes take some back.
+    # int8 weights are a quarter of float32's; scales and zero points take some back.
     assert relu32_int8.size == relu32_int8.path.stat().st_size
     assert relu32_int8.size_ratio > 3
 
