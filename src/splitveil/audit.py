@@ -26,6 +26,7 @@ from splitveil.metrics import (
     reidentification,
     ssim,
 )
+from splitveil.serve.onnx_edge_module import OnnxEdgeModule, check_black_box
 from splitveil.split import SplitModel
 
 
@@ -165,6 +166,8 @@ def fit_attack(
     requires them; without them such an oracle is refused.
     """
     requires = cast(type[Attack], ATTACKS.get(attack.name)).requires  # attacks register their classes
+    if isinstance(split.edge, OnnxEdgeModule):
+        check_black_box(attack.name)  # an exported edge grants queries only: no weights, no torch architecture
     if Capability.TARGET_LABELS in requires and target_labels is None:
         raise ConfigError(
             f"attack {attack.name!r} is an oracle that needs the true labels of the inverted inputs; "

@@ -26,6 +26,15 @@ def attack(
         typer.Option(help="The images behind the captured features, in order (PNG/JPEG/.npy), to score against."),
     ] = None,
     targets: Annotated[int, typer.Option(min=1, help="Number of test images to reconstruct (without --capture).")] = 16,
+    edge_onnx: Annotated[
+        Path | None,
+        typer.Option(
+            "--edge-onnx",
+            exists=True,
+            dir_okay=False,
+            help="Attack this exported edge (edge.onnx, edge.int8.onnx) of the deployment instead of its torch edge.",
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option(dir_okay=False, help="PNG file for the grid of originals and reconstructions.")
     ] = Path("attack.png"),
@@ -35,7 +44,8 @@ def attack(
     """Run one attack on one cut of the spec's deployed model and save the reconstruction grid.
 
     The attacker is trained exactly as the bench trains it, against the defense in place. With
-    --capture it inverts the features a real server received instead of test images' features.
+    --capture it inverts the features a real server received instead of test images' features. With
+    --edge-onnx the targets and the attacker's queries go through that ONNX edge file (black-box attacks).
     """
     import torch
 
@@ -46,18 +56,26 @@ def attack(
     from splitveil.edge.images import read_image_files
     from splitveil.seeding import seed_process
     from splitveil.serve.deployment import deployment_from_spec
+    from splitveil.serve.onnx_edge_module import check_black_box, check_edge_metadata, onnx_edge_split, spec_record
 
     if originals and capture is None:
         raise ConfigError("--originals scores a capture's reconstructions; give --capture FILE too")
     resolved = load_spec(spec)
     attack_spec = parse_attack(attack_name, parse_assignments(option or []), source="--attack/--set")
+    if edge_onnx is not None:  # refused before anything is trained
+        check_black_box(attack_name)
+        check_edge_metadata(edge_onnx, spec_record(resolved, cut_name))
     cache = CheckpointCache.default(cache_dir)
     deployment = deployment_from_spec(
         resolved, cut_name, defense=defense, strength=strength, cache=cache, progress=progress
     )
     split, data = deployment.deployed.split.eval(), deployment.trained.data
+    if edge_onnx is not None:
+        split = onnx_edge_split(deployment, edge_onnx)
     seed_process(resolved.seed)  # a noisy edge draws its noise as the bench's cells do: reproducibly
     label = f"{attack_name} at {cut_name} ({defense or 'undefended'})"
+    if edge_onnx is not None:
+        label += f" through {edge_onnx}"
     if capture is None:
         chosen = data.test.take(targets)
         outcome = run_attack(
