@@ -473,7 +473,7 @@ def test_attack_refuses_bad_set_options_before_training(assignment, expected, ti
     assert not (tmp_path / "c").exists()
 
 
-# Issue 18, defect 7: infer inputs that are not images (splitveil.serve.images checks the .npy header).
+# Issue 18, defect 7: infer inputs that are not images (splitveil.edge.images checks the .npy header).
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
