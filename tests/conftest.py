@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
 from splitveil.checkpoint import CheckpointCache
 from splitveil.data import DatasetSplits, ImageSet
+from splitveil.serve.process import free_port
 
 # A user's own package, registering components when imported: tests/test_plugins.py imports it in its
 # subprocesses only, so the doctest collector must not import it into this process's registries.
@@ -60,3 +66,24 @@ def tiny_data() -> DatasetSplits:
 @pytest.fixture
 def cache(tmp_path) -> CheckpointCache:
     return CheckpointCache(tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray head started on loopback (`ray start --head`, token authentication), shared by the session's
+    tests and stopped at its end. One per module failed: after joining and leaving the first head, the
+    test process dialled the second head's port at another address (Ray 2.60) and could not join."""
+    ray = Path(sys.executable).with_name("ray")
+    port = free_port()
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))  # the head and this driver
+    command = [str(ray), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+               "--include-dashboard", "false", "--disable-usage-stats"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

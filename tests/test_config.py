@@ -87,12 +87,17 @@ def test_shipped_configs_are_valid():
     from pathlib import Path
 
     from splitveil.privynet import PlanSpec, load_plan_spec
+    from splitveil.tune import TuneSpec, load_tune_spec
 
     configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     assert configs
     for path in configs:
         if path.name.startswith("plan-"):  # PrivyNet planner specs (splitveil plan)
             assert isinstance(load_plan_spec(path), PlanSpec)
+        elif path.name.startswith("tune-"):  # tuning specs (splitveil tune)
+            assert isinstance(load_tune_spec(path), TuneSpec)
+            with pytest.raises(ConfigError, match=rf"tuning spec .*splitveil tune {path}"):
+                load_spec(path)
         else:
             assert isinstance(load_spec(path), ExperimentSpec)
 

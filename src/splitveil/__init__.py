@@ -58,6 +58,9 @@ _EXPORTS = {
     "privacy_accuracy": "splitveil.metrics",
     "run_bench": "splitveil.bench",
     "build_report": "splitveil.bench",
+    "TuneSpec": "splitveil.tune",
+    "load_tune_spec": "splitveil.tune",
+    "run_tune": "splitveil.tune",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -248,6 +248,16 @@ class AuditSpec(_Strict):
     evaluator: EvaluatorSpec = Field(default_factory=EvaluatorSpec)
     output: OutputAuditSpec = Field(default_factory=OutputAuditSpec)
     reid: ReidSpec = Field(default_factory=ReidSpec)
+    attack_seed: int | None = Field(
+        default=None,
+        ge=0,
+        description="seed of the attackers' training and the re-identification sets (default: the spec's seed); "
+        "another value re-measures the same deployed splits with fresh attackers",
+    )
+
+    def attacker_seed(self, spec_seed: int) -> int:
+        """The seed the attackers train with: ``attack_seed`` when set, else the spec's."""
+        return spec_seed if self.attack_seed is None else self.attack_seed
 
 
 class ExperimentSpec(_Strict):
@@ -334,6 +344,8 @@ def load_spec(
     """Read a YAML spec, apply dotted ``overrides`` (``{"train.epochs": 3}``), validate it (see
     :func:`parse_spec` for ``trust_plugins``)."""
     raw = apply_overrides(read_spec_file(path), overrides or {})
+    if "tune" in raw:  # a whole tuning spec, not a typo: say which command reads it
+        raise ConfigError(f"{path} is a tuning spec (it has a `tune` section): run `splitveil tune {path} --out DIR`")
     return parse_spec(raw, source=str(path), trust_plugins=trust_plugins)
 
 

@@ -3,7 +3,6 @@
 import errno
 import json
 import os
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -46,25 +45,6 @@ def _rows(directory: Path) -> dict[tuple, dict]:
 def _events(directory: Path) -> list[tuple[int, str, str]]:
     with sqlite3.connect(directory / "results.sqlite") as db:
         return db.execute("SELECT run, cell, event FROM events ORDER BY seq").fetchall()
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A Ray head started on loopback by the test (`ray start --head`, token authentication), stopped at the end."""
-    ray = Path(sys.executable).with_name("ray")
-    port = free_port()
-    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))  # the head and this driver
-    command = [str(ray), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-               "--include-dashboard", "false", "--disable-usage-stats"]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120)
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def test_local_and_ray_give_the_same_cells_and_metrics(tmp_path, ray_cluster):

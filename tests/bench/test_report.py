@@ -113,7 +113,7 @@ def test_frontier_table_has_oracle_excess_and_reid_after_max_ssim():
 def drawn(monkeypatch):
     """The figures the plotting functions draw, instead of their PNG bytes."""
     captured = []
-    monkeypatch.setattr(figures, "_png", lambda figure: captured.append(figure) or b"")
+    monkeypatch.setattr(figures, "png_bytes", lambda figure: captured.append(figure) or b"")
     return captured
 
 

@@ -50,51 +50,78 @@ def deploy_id(cut: str, defense: str, strength: float) -> str:
 
 def expand_cells(spec: ExperimentSpec, cuts: list[str]) -> list[Cell]:
     """Every cell of ``spec`` at ``cuts``, dependencies before dependants."""
-    base = _base_settings(spec)
-    train = Cell(TRAIN_ID, "train", config_hash(base))
-    cells = [train]
-    evaluator_needed = spec.audit.evaluator.enabled and bool(spec.attacks)
-    if evaluator_needed:
-        cells.append(Cell(EVALUATOR_ID, "evaluator", evaluator_fingerprint(spec)))
+    cells, scored = train_cells(spec), needs_evaluator(spec)
     for cut in cuts:
         for label, defense_spec, strength in spec_variants(spec):
-            deploy_settings = {
-                **base,
-                "cut": cut,
-                "defense": None if defense_spec is None else defense_spec.model_dump(mode="json"),
-                "strength": strength,
-                "audit": spec.audit.model_dump(mode="json"),
-            }
-            deploy = Cell(
-                deploy_id(cut, label, strength),
-                "deploy",
-                config_hash(deploy_settings),
-                deps=(train.id,),
+            cells += split_cells(spec, cut, label, defense_spec, strength, evaluator_needed=scored)
+    check_unique(cells)
+    return cells
+
+
+def split_cells(
+    spec: ExperimentSpec,
+    cut: str,
+    label: str,
+    defense_spec: DefenseSpec | None,
+    strength: float,
+    *,
+    evaluator_needed: bool,
+) -> list[Cell]:
+    """One deployed split's cells: its deploy cell, then one attack cell per attack of ``spec``.
+
+    ``label`` names the defense in the cells' ids (``none`` for the undefended split); the fingerprints
+    hash every setting that shapes the results, the defense's spec included.
+    """
+    base = _base_settings(spec)
+    deploy_settings = {
+        **base,
+        "cut": cut,
+        "defense": None if defense_spec is None else defense_spec.model_dump(mode="json"),
+        "strength": strength,
+        "audit": spec.audit.model_dump(mode="json"),
+    }
+    deploy = Cell(
+        deploy_id(cut, label, strength),
+        "deploy",
+        config_hash(deploy_settings),
+        deps=(TRAIN_ID,),
+        cut=cut,
+        defense=label,
+        strength=strength,
+        defense_spec=defense_spec,
+    )
+    cells = [deploy]
+    for attack in spec.attacks:
+        attack_settings = {**deploy_settings, "attack": attack.model_dump(mode="json")}
+        identifier = cell_id(spec.model.name, spec.data.name, cut, label, strength, attack.name)
+        cells.append(
+            Cell(
+                f"attack/{identifier}",
+                "attack",
+                config_hash(attack_settings),
+                deps=(deploy.id, *((EVALUATOR_ID,) if evaluator_needed else ())),
                 cut=cut,
                 defense=label,
                 strength=strength,
+                attack=attack.name,
                 defense_spec=defense_spec,
+                attack_spec=attack,
             )
-            cells.append(deploy)
-            for attack in spec.attacks:
-                attack_settings = {**deploy_settings, "attack": attack.model_dump(mode="json")}
-                identifier = cell_id(spec.model.name, spec.data.name, cut, label, strength, attack.name)
-                cells.append(
-                    Cell(
-                        f"attack/{identifier}",
-                        "attack",
-                        config_hash(attack_settings),
-                        deps=(deploy.id, *((EVALUATOR_ID,) if evaluator_needed else ())),
-                        cut=cut,
-                        defense=label,
-                        strength=strength,
-                        attack=attack.name,
-                        defense_spec=defense_spec,
-                        attack_spec=attack,
-                    )
-                )
-    _check_unique(cells)
+        )
     return cells
+
+
+def train_cells(spec: ExperimentSpec) -> list[Cell]:
+    """The cells every split depends on: the target model's, and the evaluator's when an attack is scored."""
+    cells = [Cell(TRAIN_ID, "train", config_hash(_base_settings(spec)))]
+    if needs_evaluator(spec):
+        cells.append(Cell(EVALUATOR_ID, "evaluator", evaluator_fingerprint(spec)))
+    return cells
+
+
+def needs_evaluator(spec: ExperimentSpec) -> bool:
+    """Whether the attacks' reconstructions are scored by the evaluator (which then has a cell of its own)."""
+    return spec.audit.evaluator.enabled and bool(spec.attacks)
 
 
 def evaluator_fingerprint(spec: ExperimentSpec) -> str:
@@ -123,7 +150,7 @@ def _base_settings(spec: ExperimentSpec) -> dict[str, object]:
     }
 
 
-def _check_unique(cells: list[Cell]) -> None:
+def check_unique(cells: list[Cell]) -> None:
     seen: set[str] = set()
     for cell in cells:
         if cell.id in seen:

@@ -14,7 +14,8 @@ from splitveil.bench.frontier import FrontierPoint
 from splitveil.bench.results import ResultRow
 
 
-def _png(figure: Figure) -> bytes:
+def png_bytes(figure: Figure) -> bytes:
+    """``figure`` rendered as PNG bytes (100 dpi, tight)."""
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -42,7 +43,7 @@ def reconstruction_grid(original: torch.Tensor | None, rows: Mapping[str, torch.
             _show(axes[row_index][column], images[column])
         axes[row_index][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     figure.subplots_adjust(wspace=0.05, hspace=0.08)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def metric_by_depth(rows: Sequence[ResultRow], metric: str, *, label: str) -> bytes:
@@ -88,7 +89,7 @@ def metric_by_depth(rows: Sequence[ResultRow], metric: str, *, label: str) -> by
     axis.grid(alpha=0.3)
     if series:
         axis.legend(fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 #: The frontier plots' x axes: the strongest attack's SSIM, its excess over the output oracle's,
@@ -195,4 +196,4 @@ def frontier_plot(points: Sequence[FrontierPoint], cut: str, *, x: str = "max_ss
     axis.set_title(f"privacy-utility frontier at {cut}", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from splitveil.bench.cells import Cell, expand_cells
-from splitveil.bench.executors import create_executor
+from splitveil.bench.executors import Executor, create_executor
 from splitveil.bench.export import assemble_rows, write_results
 from splitveil.bench.report import build_report
 from splitveil.bench.results import RESULTS_FILE, ResultRow
@@ -50,30 +50,65 @@ def run_bench(
             f"{out} holds results of an older splitveil (results.jsonl without {STORE_FILE}); "
             "run with a new --out directory so that nothing there is overwritten"
         )
-    cache_root = str(cache.root.resolve())  # workers may run in another working directory (Ray)
     with run_lock(out), ResultStore(out) as store:
-        check_fingerprints(cells, store, out, rerun_changed=rerun_changed)
-        (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
+        check_fingerprints(cells, store, out, rerun_changed=rerun_changed)  # before anything is written
         write_resolved(spec, out)
         runner = create_executor(executor, workers=workers, threads=threads, address=address)
         finished = False
         try:
-            summary = run_cells(
+            summary = run_cell_batch(
+                spec,
                 cells,
+                out,
                 store=store,
-                executor=runner,
-                request=lambda cell: CellRequest(spec.model_dump(mode="json"), cache_root, cell, runner.threads),
-                on_outcome=lambda cell, outcome: _keep_tensors(out, cell, outcome),
+                runner=runner,
+                cache=cache,
                 progress=progress,
+                rerun_changed=rerun_changed,
             )
             finished = True
         finally:
             runner.shutdown(wait=finished)  # on an error, stop the cells in flight instead of waiting for them
-        rows = assemble_rows(spec, cells, store.cells())
-        write_results(out, rows)
-        if rows:
-            build_report(out)
-    _raise_if_failed(summary, out)
+        rows = export_run(spec, cells, store, out)
+    raise_if_failed(summary, out)
+    return rows
+
+
+def run_cell_batch(
+    spec: ExperimentSpec,
+    cells: list[Cell],
+    out: Path,
+    *,
+    store: ResultStore,
+    runner: Executor,
+    cache: CheckpointCache,
+    progress: bool = True,
+    rerun_changed: bool = False,
+) -> RunSummary:
+    """Compute the cells of ``cells`` not yet done in ``store`` (the run directory ``out``) on ``runner``.
+
+    The caller holds the run directory's lock and owns the executor, so several batches (the rounds
+    of a tuning study) share one pool and one store.
+    """
+    cache_root = str(cache.root.resolve())  # workers may run in another working directory (Ray)
+    check_fingerprints(cells, store, out, rerun_changed=rerun_changed)
+    (out / RECONSTRUCTIONS_DIR).mkdir(parents=True, exist_ok=True)
+    return run_cells(
+        cells,
+        store=store,
+        executor=runner,
+        request=lambda cell: CellRequest(spec.model_dump(mode="json"), cache_root, cell, runner.threads),
+        on_outcome=lambda cell, outcome: _keep_tensors(out, cell, outcome),
+        progress=progress,
+    )
+
+
+def export_run(spec: ExperimentSpec, cells: list[Cell], store: ResultStore, out: Path) -> list[ResultRow]:
+    """Write ``results.jsonl`` (and ``report.html`` when there is a row) from what the store holds of ``cells``."""
+    rows = assemble_rows(spec, cells, store.cells())
+    write_results(out, rows)
+    if rows:
+        build_report(out)
     return rows
 
 
@@ -124,7 +159,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def _raise_if_failed(summary: RunSummary, out: Path) -> None:
+def raise_if_failed(summary: RunSummary, out: Path) -> None:
+    """A run with failed cells is an error naming the first; the others stay recorded in ``out``."""
     if summary.failed:
         first_id, first_error = summary.failed[0]
         first = f"{first_id}: {error_headline(first_error)}"

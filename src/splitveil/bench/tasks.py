@@ -55,7 +55,7 @@ def execute_cell(request: CellRequest) -> CellOutcome:
 
     started = time.perf_counter()
     torch.set_num_threads(request.threads)
-    torch.manual_seed(zlib.crc32(f"{request.spec['seed']}/{request.cell.id}".encode()))
+    torch.manual_seed(zlib.crc32(f"{_cell_seed(request)}/{request.cell.id}".encode()))
     try:
         context = _context(_freeze(request.spec), request.cache_root)
         compute = {"train": _train, "evaluator": _evaluator, "deploy": _deploy, "attack": _attack}[request.cell.kind]
@@ -63,6 +63,12 @@ def execute_cell(request: CellRequest) -> CellOutcome:
     except Exception:
         raise CellError(traceback.format_exc()) from None
     return CellOutcome(result, time.perf_counter() - started, worker_name(), tensors)
+
+
+def _cell_seed(request: CellRequest) -> int:
+    """The seed of a cell's global generator: an attack cell's is its attackers' (``audit.attack_seed``)."""
+    attack_seed = request.spec.get("audit", {}).get("attack_seed")
+    return attack_seed if request.cell.kind == "attack" and attack_seed is not None else request.spec["seed"]
 
 
 @dataclass(frozen=True)
@@ -196,8 +202,8 @@ def _attack(context: _Context, cell: Cell) -> tuple[dict[str, Any], bytes]:
     evaluator = _cached_evaluator(context) if spec.audit.evaluator.enabled else None
     attack_spec = cast(AttackSpec, cell.attack_spec)  # an attack cell carries its attack's spec
     outcome = run_attack(
-        deployed.split, attack_spec, data=data, targets=targets, evaluator=evaluator, seed=spec.seed,
-        progress=False, reid=spec.audit.reid,
+        deployed.split, attack_spec, data=data, targets=targets, evaluator=evaluator,
+        seed=spec.audit.attacker_seed(spec.seed), progress=False, reid=spec.audit.reid,
     )  # fmt: skip
     shown = spec.audit.grid_images
     tensors = save(

@@ -73,3 +73,8 @@ def leakage_sentence(point: FrontierPoint) -> str:
         )
     ending = "; it leaks no more than the answer: at the floor." if at_floor(point) else "."
     return f"{_subject(point)} {opening} {attack}{ending}"
+
+
+def leakage_clause(point: FrontierPoint) -> str:
+    """:func:`leakage_sentence` without its subject ("At relu22 with ..."), for a caller that names the split."""
+    return leakage_sentence(point).removeprefix(f"{_subject(point)} ")

@@ -73,13 +73,14 @@ def attack(
     if edge_onnx is not None:
         split = onnx_edge_split(deployment, edge_onnx)
     seed_process(resolved.seed)  # a noisy edge draws its noise as the bench's cells do: reproducibly
+    attacker_seed = resolved.audit.attacker_seed(resolved.seed)
     label = f"{attack_name} at {cut_name} ({defense or 'undefended'})"
     if edge_onnx is not None:
         label += f" through {edge_onnx}"
     if capture is None:
         chosen = data.test.take(targets)
         outcome = run_attack(
-            split, attack_spec, data=data, seed=resolved.seed, progress=progress, targets=chosen,
+            split, attack_spec, data=data, seed=attacker_seed, progress=progress, targets=chosen,
             evaluator=None, reid=resolved.audit.reid,
         )  # fmt: skip
         _write_grid(out, chosen.images[:8], {attack_name: outcome.reconstruction[:8]})
@@ -88,7 +89,7 @@ def attack(
         typer.echo(f"{label} on {len(chosen)} test images: {score}; grid: {out}")
         return
     sent = None if not originals else torch.from_numpy(read_image_files(originals, data.input_shape)[0])
-    audit = audit_capture(split, attack_spec, capture, data=data, seed=resolved.seed, progress=progress, originals=sent)
+    audit = audit_capture(split, attack_spec, capture, data=data, seed=attacker_seed, progress=progress, originals=sent)
     for damage in audit.damage:
         typer.echo(f"warning: {damage}", err=True)
     _write_grid(out, None if sent is None else sent[: len(audit.preview)], {attack_name: audit.preview})

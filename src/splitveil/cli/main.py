@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from splitveil.cli import audit, bench, models, plan, serve
+from splitveil.cli import audit, bench, models, plan, serve, tune
 from splitveil.errors import SplitveilError
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 
-for command in (models.models, models.profile, models.datasets, models.train, plan.plan, audit.attack):
+for command in (models.models, models.profile, models.datasets, models.train, plan.plan, tune.tune, audit.attack):
     app.command()(command)
 for serve_command in (serve.export, serve.serve, serve.infer):
     app.command()(serve_command)
@@ -84,6 +84,7 @@ _EXTRA_OF_MODULE = {
     **dict.fromkeys(["onnxruntime", "httpx", "zstandard", "imageio"], "edge"),
     **dict.fromkeys(["onnx", "onnxscript"], "onnx"),
     "ray": "ray",
+    "optuna": "tune",
 }
 
 

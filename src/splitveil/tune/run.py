@@ -1,0 +1,155 @@
+"""``splitveil tune``: from a search space to a deployment, re-measured and ready to serve.
+
+1. The target model is trained (or found in the cache) as the bench's train cell.
+2. Each (cut, candidate) is costed; those over the device budget are left out of the search (none
+   left: a one-line error naming the closest).
+3. The study runs (:mod:`splitveil.tune.study`): each trial deployed, trained and attacked by the
+   spec's cheap attackers, on the local pool or Ray, stored as it finishes.
+4. The Pareto points within budget, most private first, are re-measured by the full suite with
+   fresh attacker seeds (:mod:`splitveil.tune.verify`).
+5. The most private re-measured point within the accuracy budget is recommended in plain words,
+   written up (``tune.json``, ``tune.html``, ``pareto.png``), and with ``export`` written as a
+   serving bundle that ``splitveil serve`` runs as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from splitveil.bench.cells import train_cells
+from splitveil.bench.executors import create_executor
+from splitveil.bench.run import export_run, raise_if_failed, run_cell_batch
+from splitveil.bench.store import ResultStore, run_lock
+from splitveil.checkpoint import CheckpointCache
+from splitveil.config import write_resolved
+from splitveil.data import load_dataset
+from splitveil.experiment import check_cuts, train_or_load
+from splitveil.tune.recommend import no_feasible_trial, rank_measured, rank_verified, recommendation
+from splitveil.tune.report import StudyOutcome, write_outcome
+from splitveil.tune.space import affordable, placements
+from splitveil.tune.spec import TuneSpec
+from splitveil.tune.study import (
+    Measured,
+    Search,
+    measured_trials,
+    open_study,
+    requeue_interrupted,
+    run_search,
+)
+from splitveil.tune.verify import Verified, verify_points
+
+if TYPE_CHECKING:
+    import optuna
+
+TUNED_SPEC = "tuned-spec.yaml"
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    outcome: StudyOutcome
+    page: Path
+
+
+def run_tune(
+    spec: TuneSpec,
+    out: str | Path,
+    *,
+    cache: CheckpointCache | None = None,
+    progress: bool = True,
+    executor: str = "local",
+    workers: int | None = None,
+    threads: int | None = None,
+    address: str | None = None,
+    export: str | Path | None = None,
+    verify: bool = True,
+    report: Callable[[str], object] = print,
+) -> TuneResult:
+    """Run (or resume) the study of ``spec`` in ``out``; see the module docstring for the steps."""
+    out, cache = Path(out), cache or CheckpointCache.default()
+    experiment = spec.experiment()
+    data = load_dataset(experiment.data.name, seed=experiment.seed, **experiment.data.loader_options())
+    check_cuts(experiment, data, spec.search_cuts)  # a bad cut fails before any work
+    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out), ResultStore(out) as store:
+        study = open_study(spec, out)
+        write_resolved(experiment, out)
+        (out / "tune.resolved.yaml").write_text(spec.to_yaml())
+        runner = create_executor(executor, workers=workers, threads=threads, address=address)
+        finished = False
+        try:
+            shared = train_cells(experiment)
+            raise_if_failed(
+                run_cell_batch(experiment, shared, out, store=store, runner=runner, cache=cache, progress=progress), out
+            )
+            trained = train_or_load(experiment, cache=cache, data=data, progress=False, cached_only=True)
+            fits = affordable(spec, placements(spec, trained.model, data.input_shape))
+            search = Search(spec, experiment, out, store, runner, cache, trained.test_accuracy, progress, report)
+            if resumed := requeue_interrupted(study):
+                report(f"resuming: {resumed} interrupted trial(s) run again with the same parameters")
+            parallel = spec.tune.parallel or runner.slots
+            cells = run_search(search, study, fits, trials=spec.tune.trials, parallel=parallel)
+            export_run(experiment, cells, store, out)
+            trials = measured_trials(study, search)
+            feasible = [trial for trial in trials if trial.feasible]
+            pareto = _pareto(study, feasible)
+            verified: list[Verified] = []
+            if verify and pareto:
+                chosen = rank_measured(pareto)[: spec.tune.verify.points]
+                verified = verify_points(spec, chosen, out, runner=runner, cache=cache, progress=progress)
+            finished = True
+        finally:
+            runner.shutdown(wait=finished)
+    base = trained.test_accuracy
+    chosen_point = _choose(verified, base, spec.tune.budget.max_accuracy_drop) if verified else None
+    sentence = None
+    if chosen_point is not None:
+        suite = [attack.name for attack in spec.tune.verify.attacks]
+        sentence = recommendation(spec.model.name, chosen_point, base_accuracy=base, attacks=suite)
+    exported = None
+    if chosen_point is not None and export is not None:
+        exported = str(export_chosen(spec, chosen_point, Path(export), cache=cache, progress=progress))
+    outcome = StudyOutcome(
+        spec.model.name,
+        base,
+        spec.tune.budget.max_accuracy_drop,
+        trials,
+        [trial.number for trial in pareto],
+        verified,
+        chosen_point,
+        sentence,
+        exported,
+    )
+    page = write_outcome(out, outcome)
+    if not feasible:
+        raise no_feasible_trial(trials, max_drop=spec.tune.budget.max_accuracy_drop, base_accuracy=base)
+    return TuneResult(outcome, page)
+
+
+def _pareto(study: optuna.Study, feasible: list[Measured]) -> list[Measured]:
+    """The feasible trials on the study's Pareto front (Optuna's, which leaves out infeasible trials)."""
+    front = {trial.number for trial in study.best_trials}
+    return [trial for trial in feasible if trial.number in front]
+
+
+def _choose(verified: list[Verified], base_accuracy: float, max_drop: float) -> Verified | None:
+    """The most private re-measured point within the accuracy budget."""
+    within = [point for point in verified if 100 * (base_accuracy - point.accuracy) <= max_drop]
+    ranked = rank_verified(within)
+    return ranked[0] if ranked else None
+
+
+def export_chosen(spec: TuneSpec, chosen: Verified, directory: Path, *, cache: CheckpointCache, progress: bool) -> Path:
+    """The chosen point as a serving bundle in ``directory``, with the spec that reproduces it beside it."""
+    from splitveil.serve.deployment import deployment_from_spec
+
+    point = chosen.trial.point
+    tuned = spec.experiment(cuts=[point.cut], defenses=[point.defense.model_dump(mode="json")])
+    deployment = deployment_from_spec(
+        tuned, point.cut, defense=point.label, strength=point.strength, cache=cache, progress=progress
+    )
+    deployment.export(directory)
+    (directory / TUNED_SPEC).write_text(tuned.to_yaml())
+    return directory

@@ -1,0 +1,271 @@
+"""The search: an Optuna study whose trials are deployed and attacked as bench cells.
+
+The run directory is a bench run directory (its SQLite store holds every trial's cells, so the
+bench's status, report and ``results.jsonl`` work on it) plus the study's own SQLite storage,
+``study.db``. Each round asks for up to ``parallel`` trials, expands them into deploy and attack
+cells and runs those on the executor (the local pool or Ray), then tells the study each trial's
+objectives and constraints. A killed run leaves finished trials in ``study.db`` and finished cells
+in the store: the next run counts the former, gives each interrupted trial's parameters to a new
+trial, and the store skips whatever cells that trial had finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from splitveil.bench.cells import Cell, check_unique, split_cells, train_cells
+from splitveil.bench.executors import Executor
+from splitveil.bench.export import assemble_rows
+from splitveil.bench.frontier import FrontierPoint, frontier_points
+from splitveil.bench.run import run_cell_batch
+from splitveil.bench.store import ResultStore, error_headline
+from splitveil.checkpoint import CheckpointCache, config_hash
+from splitveil.config import DefenseSpec, ExperimentSpec
+from splitveil.errors import ConfigError
+from splitveil.tune.space import Placement, Point, sample_point
+from splitveil.tune.spec import Objective, TuneSpec
+
+if TYPE_CHECKING:
+    import optuna
+
+STUDY_FILE = "study.db"
+STUDY_NAME = "tune"
+_DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {
+    "accuracy": "maximize",
+    "reid_top1": "minimize",
+    "excess_ssim": "minimize",
+    "max_ssim": "minimize",
+}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A finished trial: its point and the figures its strongest attack and deploy cell gave."""
+
+    number: int
+    point: Point
+    figures: FrontierPoint
+    accuracy_drop: float  # points below the undefended model
+    feasible: bool
+
+
+@dataclass
+class Search:
+    """What the study needs from the run: its spec, directory, store, executor and the base accuracy."""
+
+    spec: TuneSpec
+    experiment: ExperimentSpec
+    out: Path
+    store: ResultStore
+    runner: Executor
+    cache: CheckpointCache
+    base_accuracy: float
+    progress: bool = True
+    report: Callable[[str], object] = print
+
+
+def open_study(spec: TuneSpec, out: Path) -> optuna.Study:
+    """The study in ``out/study.db``, created or resumed; a study of another search is refused."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run reports its own progress
+    identity = search_identity(spec)
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=spec.seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=spec.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=spec.seed),
+    }
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=f"sqlite:///{(out / STUDY_FILE).resolve()}",
+        directions=[_DIRECTIONS[objective] for objective in spec.tune.objectives],
+        sampler=samplers[spec.tune.sampler](),
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get("search")
+    if recorded is None:
+        study.set_user_attr("search", identity)
+    elif recorded != identity:
+        raise ConfigError(
+            f"{out} holds a study of another search space, budget or attack set; "
+            "run this spec with a new --out directory (only tune.trials, parallel and verify may change)"
+        )
+    return study
+
+
+def search_identity(spec: TuneSpec) -> str:
+    """A hash of everything that shapes a trial's result: changing it makes the stored trials another study's."""
+    settings = spec.model_dump(mode="json")
+    settings["tune"] = {
+        key: value for key, value in settings["tune"].items() if key not in {"trials", "parallel", "verify"}
+    }
+    return config_hash(settings)
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Give each trial a killed run left running to a new trial with the same parameters; returns how many."""
+    from optuna.trial import TrialState
+
+    interrupted = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in interrupted:
+        study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})
+        study.tell(trial.number, state=TrialState.FAIL)
+    return len(interrupted)
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards ``tune.trials``: finished ones, and those a cell's error failed."""
+    from optuna.trial import TrialState
+
+    return sum(
+        1
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and "error" in trial.user_attrs)
+    )
+
+
+def run_search(search: Search, study: optuna.Study, fits: list[Placement], *, trials: int, parallel: int) -> list[Cell]:
+    """Run trials until ``trials`` count; returns the cells of every measured trial (for the run's results)."""
+    while (done := counted_trials(study)) < trials:
+        batch = [study.ask() for _ in range(min(parallel, trials - done))]
+        points = [sample_point(trial, fits) for trial in batch]
+        for trial, point in zip(batch, points, strict=True):
+            trial.set_user_attr("cut", point.cut)
+            trial.set_user_attr("defense", point.defense.model_dump(mode="json"))
+        run_cell_batch(
+            search.experiment, cells_of(search.experiment, points), search.out, store=search.store,
+            runner=search.runner, cache=search.cache, progress=search.progress,
+        )  # fmt: skip
+        measured = _measure(search, points)
+        for trial, point in zip(batch, points, strict=True):
+            _tell(search, study, trial, point, measured)
+    return cells_of(search.experiment, completed_points(study))
+
+
+def completed_points(study: optuna.Study) -> list[Point]:
+    """The points of every finished trial, rebuilt from what the study recorded."""
+    from optuna.trial import TrialState
+
+    return [trial_point(trial) for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
+def trial_point(trial: optuna.trial.FrozenTrial) -> Point:
+    defense = DefenseSpec.model_validate(trial.user_attrs["defense"])
+    candidate = str(trial.params["placement"]).split("/", 1)[1]
+    return Point(cut=str(trial.user_attrs["cut"]), candidate=candidate, defense=defense)
+
+
+def measured_trials(study: optuna.Study, search: Search) -> list[Measured]:
+    """Every finished trial with its figures (read back from the run's store)."""
+    from optuna.trial import TrialState
+
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    points = [trial_point(trial) for trial in finished]
+    figures = _measure(search, points)
+    return [
+        Measured(
+            trial.number,
+            point,
+            figures[_key(point)],
+            float(trial.user_attrs["accuracy_drop"]),
+            _feasible(trial.constraints.values()),
+        )
+        for trial, point in zip(finished, points, strict=True)
+        if _key(point) in figures
+    ]
+
+
+def objective_value(figures: FrontierPoint, objective: Objective) -> float | None:
+    """``objective`` of a trial's figures (accuracy, or its strongest attack's measure)."""
+    return {
+        "accuracy": figures.accuracy,
+        "reid_top1": figures.reid_top1,
+        "excess_ssim": figures.excess_ssim,
+        "max_ssim": figures.max_ssim,
+    }[objective]
+
+
+def constraints(search: Search, figures: FrontierPoint) -> dict[str, float]:
+    """Each budget as a value that is <= 0 when met (Optuna's convention), normalised by its limit."""
+    budget = search.spec.tune.budget
+    drop = 100 * (search.base_accuracy - figures.accuracy)
+    values = {"accuracy_drop": drop - budget.max_accuracy_drop}
+    if budget.max_edge_flops:
+        values["edge_flops"] = figures.edge_flops / budget.max_edge_flops - 1
+    if budget.max_feature_bytes:
+        values["feature_bytes"] = figures.feature_bytes / budget.max_feature_bytes - 1
+    return values
+
+
+def _tell(search: Search, study: optuna.Study, trial: optuna.Trial, point: Point, measured: dict) -> None:
+    from optuna.trial import TrialState
+
+    figures = measured.get(_key(point))
+    error = _first_error(search.store, search.experiment, point) if figures is None else None
+    measures = [] if figures is None else [objective_value(figures, name) for name in search.spec.tune.objectives]
+    values = [value for value in measures if value is not None]
+    if figures is None or len(values) < len(measures):
+        trial.set_user_attr("error", error or "a measure of the objectives was not computed")
+        study.tell(trial, state=TrialState.FAIL)
+        search.report(f"trial {trial.number}: {point.cut} {point.describe()} failed: {trial.user_attrs['error']}")
+        return
+    limits = constraints(search, figures)
+    for name, value in limits.items():
+        trial.set_constraint(name, value)
+    drop = 100 * (search.base_accuracy - figures.accuracy)
+    trial.set_user_attr("accuracy_drop", drop)
+    study.tell(trial, values)
+    verdict = "within budget" if _feasible(limits.values()) else "over budget"
+    search.report(
+        f"trial {trial.number}: {point.cut} {point.describe()}: accuracy {figures.accuracy:.2%} "
+        f"({100 * (figures.accuracy - search.base_accuracy):+.2f} pts), "
+        f"strongest SSIM {figures.max_ssim:.3f}, excess {_fmt(figures.excess_ssim)}, reid {_fmt(figures.reid_top1)} ({verdict})"
+    )
+
+
+def _feasible(values: Any) -> bool:
+    return all(value <= 0 for value in (values or ()))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}" if value < 0 else f"{value:.3f}"
+
+
+def _key(point: Point) -> tuple[str, str, float]:
+    return (point.cut, point.label, point.strength)
+
+
+def cells_of(experiment: ExperimentSpec, points: list[Point]) -> list[Cell]:
+    """The cells of ``points`` (each split once, however many trials sampled it), after the shared ones:
+    the model's, the evaluator's and the undefended split at each of the points' cuts (the reference
+    every figure of the report is read against)."""
+    from splitveil.bench.cells import needs_evaluator
+
+    cells = {cell.id: cell for cell in train_cells(experiment)}
+    scored = needs_evaluator(experiment)
+    splits: list[tuple[str, str, DefenseSpec | None, float]]
+    splits = [(cut, "none", None, 0.0) for cut in dict.fromkeys(point.cut for point in points)]
+    splits += [(point.cut, point.label, point.defense, point.strength) for point in points]
+    for cut, label, defense, strength in splits:
+        for cell in split_cells(experiment, cut, label, defense, strength, evaluator_needed=scored):
+            cells.setdefault(cell.id, cell)
+    ordered = list(cells.values())
+    check_unique(ordered)
+    return ordered
+
+
+def _measure(search: Search, points: list[Point]) -> dict[tuple[str, str, float], FrontierPoint]:
+    rows = assemble_rows(search.experiment, cells_of(search.experiment, points), search.store.cells())
+    return {(p.cut, p.defense, p.strength): p for p in frontier_points(rows)}
+
+
+def _first_error(store: ResultStore, experiment: ExperimentSpec, point: Point) -> str | None:
+    stored = store.cells()
+    for cell in cells_of(experiment, [point]):
+        entry = stored.get(cell.id)
+        if entry is not None and entry.status == "failed" and entry.error:
+            return f"{cell.id}: {error_headline(entry.error)}"
+    return None

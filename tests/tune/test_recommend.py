@@ -1,0 +1,32 @@
+"""Ranking and wording of the tuner's choice, on hand-made trials."""
+
+from splitveil.bench.frontier import FrontierPoint
+from splitveil.config import DefenseSpec
+from splitveil.tune.recommend import no_feasible_trial, privacy_rank, rank_measured
+from splitveil.tune.space import Point
+from splitveil.tune.study import Measured
+
+
+def _trial(number: int, accuracy: float, reid: float, excess: float, drop: float) -> Measured:
+    defense = DefenseSpec(name="bounded-noise", strengths=[0.5], label=f"bounded-noise-{number}")
+    figures = FrontierPoint(
+        cut="relu22", cut_index=5, defense=defense.label, strength=0.5, accuracy=accuracy, max_ssim=0.5 + excess,
+        strongest_attack="inverse-network", mi=None, edge_flops=9_257_472, edge_params=7_000, feature_bytes=25_088,
+        attacks=2, oracle_ssim=0.5, excess_ssim=excess, reid_top1=reid, reid_candidates=100,
+    )  # fmt: skip
+    return Measured(number, Point("relu22", "bounded-noise", defense), figures, drop, feasible=drop <= 3)
+
+
+def test_privacy_comes_first_then_excess_then_accuracy():
+    trials = [_trial(0, 0.90, 0.50, 0.10, 1), _trial(1, 0.85, 0.20, 0.30, 6), _trial(2, 0.91, 0.20, 0.30, 0.5)]
+    assert [t.number for t in rank_measured(trials)] == [2, 1, 0]
+    assert privacy_rank(None, None, 0.1, 0.99) > privacy_rank(1.0, 1.0, 1.0, 0.0)  # unmeasured counts as worst
+
+
+def test_no_trial_in_budget_is_one_line_naming_the_closest():
+    trials = [_trial(0, 0.80, 0.1, 0.0, 11.2), _trial(1, 0.86, 0.4, 0.1, 5.2), _trial(2, 0.70, 0.0, 0.0, 21.2)]
+    error = no_feasible_trial(trials, max_drop=3.0, base_accuracy=0.912)
+    message = str(error)
+    assert "\n" not in message
+    assert "within 3 points of the undefended 91.20%" in message
+    assert "the closest is trial 1, relu22 bounded-noise 0.5 at 86.00% (-5.20 points" in message
