@@ -30,3 +30,14 @@ def test_no_trial_in_budget_is_one_line_naming_the_closest():
     assert "\n" not in message
     assert "within 3 points of the undefended 91.20%" in message
     assert "the closest is trial 1, relu22 bounded-noise 0.5 at 86.00% (-5.20 points" in message
+
+
+def test_the_page_escapes_what_the_spec_and_the_study_wrote(tmp_path):
+    from splitveil.tune.report import StudyOutcome, write_outcome
+
+    trials = [_trial(0, 0.90, 0.5, 0.1, 1)]
+    outcome = StudyOutcome(
+        "he-cnn", 0.912, 3.0, trials, [0], [], None, None, no_recommendation="<b>not verified</b> & so on"
+    )
+    page = write_outcome(tmp_path, outcome).read_text()
+    assert "&lt;b&gt;not verified&lt;/b&gt; &amp; so on" in page and "<b>not verified" not in page

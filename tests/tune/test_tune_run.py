@@ -192,6 +192,8 @@ def test_a_study_killed_mid_way_resumes_without_recomputing_finished_trials(tmp_
     after = {t.number: t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert counted_trials(study) == 4 and len(after) == 4
     assert all(after[number] == values for number, values in before.items())  # kept, not re-run
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(set(drawn)) == len(drawn)  # the resumed run drew new points, not the first run's again
     done = _done_cells(out)
     assert set(done.values()) == {1}  # no cell was computed twice, the interrupted trial's included
     assert set(cells_before) <= set(done)

@@ -71,10 +71,7 @@ def tune(
     )
     outcome = result.outcome
     if outcome.recommendation is None:
-        reason = (
-            "no Pareto point was re-measured (--no-verify)" if not verify else "no re-measured point kept the budget"
-        )
-        typer.echo(f"{len(outcome.trials)} trials; {reason}; see {result.page}")
+        typer.echo(f"{len(outcome.trials)} trials measured. {outcome.no_recommendation} Report: {result.page}")
         raise typer.Exit(1)
     typer.echo(outcome.recommendation)
     exported = f"; serving bundle: {outcome.export}" if outcome.export else ""

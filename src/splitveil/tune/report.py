@@ -36,6 +36,8 @@ class StudyOutcome:
     chosen: Verified | None
     recommendation: str | None
     export: str | None = None
+    #: Why there is no recommendation, in a sentence (None when there is one).
+    no_recommendation: str | None = None
 
 
 def trial_row(trial: Measured) -> dict[str, Any]:
@@ -81,6 +83,7 @@ def write_outcome(out: Path, outcome: StudyOutcome) -> Path:
         "base_accuracy": outcome.base_accuracy,
         "max_accuracy_drop": outcome.max_accuracy_drop,
         "recommendation": outcome.recommendation,
+        "no_recommendation": outcome.no_recommendation,
         "chosen_trial": None if outcome.chosen is None else outcome.chosen.trial.number,
         "export": outcome.export,
         "pareto": list(outcome.pareto),
@@ -90,9 +93,7 @@ def write_outcome(out: Path, outcome: StudyOutcome) -> Path:
     _write(out / TUNE_JSON, json.dumps(document, indent=2).encode())
     plot = pareto_plot(outcome)
     _write(out / PARETO_PNG, plot)
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("splitveil.tune", "templates"), autoescape=jinja2.select_autoescape()
-    )
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("splitveil.tune", "templates"), autoescape=True)
     page = environment.get_template("tune.html.j2").render(
         document=document, plot="data:image/png;base64," + base64.b64encode(plot).decode()
     )

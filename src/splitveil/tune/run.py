@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,10 +36,11 @@ from splitveil.tune.study import (
     Search,
     measured_trials,
     open_study,
+    point_key,
     requeue_interrupted,
     run_search,
 )
-from splitveil.tune.verify import Verified, verify_points
+from splitveil.tune.verify import VERIFY_DIR, Verified, verify_points
 
 if TYPE_CHECKING:
     import optuna
@@ -74,7 +75,6 @@ def run_tune(
     check_cuts(experiment, data, spec.search_cuts)  # a bad cut fails before any work
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out), ResultStore(out) as store:
-        study = open_study(spec, out)
         write_resolved(experiment, out)
         (out / "tune.resolved.yaml").write_text(spec.to_yaml())
         runner = create_executor(executor, workers=workers, threads=threads, address=address)
@@ -86,6 +86,7 @@ def run_tune(
             )
             trained = train_or_load(experiment, cache=cache, data=data, progress=False, cached_only=True)
             fits = affordable(spec, placements(spec, trained.model, data.input_shape))
+            study = open_study(spec, out)  # after the budget check: a budget fixed in place is not "another search"
             search = Search(spec, experiment, out, store, runner, cache, trained.test_accuracy, progress, report)
             if resumed := requeue_interrupted(study):
                 report(f"resuming: {resumed} interrupted trial(s) run again with the same parameters")
@@ -97,7 +98,7 @@ def run_tune(
             pareto = _pareto(study, feasible)
             verified: list[Verified] = []
             if verify and pareto:
-                chosen = rank_measured(pareto)[: spec.tune.verify.points]
+                chosen = _distinct(rank_measured(pareto))[: spec.tune.verify.points]
                 verified = verify_points(spec, chosen, out, runner=runner, cache=cache, progress=progress)
             finished = True
         finally:
@@ -108,9 +109,6 @@ def run_tune(
     if chosen_point is not None:
         suite = [attack.name for attack in spec.tune.verify.attacks]
         sentence = recommendation(spec.model.name, chosen_point, base_accuracy=base, attacks=suite)
-    exported = None
-    if chosen_point is not None and export is not None:
-        exported = str(export_chosen(spec, chosen_point, Path(export), cache=cache, progress=progress))
     outcome = StudyOutcome(
         spec.model.name,
         base,
@@ -120,12 +118,41 @@ def run_tune(
         verified,
         chosen_point,
         sentence,
-        exported,
+        no_recommendation=None if sentence else _why_no_recommendation(verify, feasible, verified, out),
     )
-    page = write_outcome(out, outcome)
+    page = write_outcome(out, outcome)  # before the export: a failed export still leaves the study's report
+    if chosen_point is not None and export is not None:
+        exported = str(export_chosen(spec, chosen_point, Path(export), cache=cache, progress=progress))
+        outcome = replace(outcome, export=exported)
+        page = write_outcome(out, outcome)
     if not feasible:
         raise no_feasible_trial(trials, max_drop=spec.tune.budget.max_accuracy_drop, base_accuracy=base)
     return TuneResult(outcome, page)
+
+
+def _distinct(trials: list[Measured]) -> list[Measured]:
+    """``trials`` without repeats of a point another trial already measured (a sampler may draw one twice)."""
+    seen: set[tuple[str, str, float]] = set()
+    kept = []
+    for trial in trials:
+        key = point_key(trial.point)
+        if key not in seen:
+            seen.add(key)
+            kept.append(trial)
+    return kept
+
+
+def _why_no_recommendation(verify: bool, feasible: list[Measured], verified: list[Verified], out: Path) -> str:
+    if not feasible:
+        return "No trial met the budget; the table shows every trial, and the closest is named on the command line."
+    if not verify:
+        return "The Pareto points were not re-measured (--no-verify), so none is recommended."
+    if not any(point.complete for point in verified):
+        return (
+            f"The re-measurement of the Pareto points did not complete: `splitveil bench status "
+            f"{out / VERIFY_DIR}/seed-N` lists the failed cells; run the same command again to finish it."
+        )
+    return "No re-measured point kept the accuracy budget."
 
 
 def _pareto(study: optuna.Study, feasible: list[Measured]) -> list[Measured]:

@@ -56,6 +56,9 @@ class Choice(_Strict):
     def ends(self) -> list[Any]:
         return list(self.choices)
 
+    def probes(self) -> list[Any]:
+        return self.ends()
+
 
 class Range(_Strict):
     """A number in ``[low, high]``: an integer when both ends are integers, on a log scale when ``log``."""
@@ -78,6 +81,13 @@ class Range(_Strict):
 
     def ends(self) -> list[Any]:
         return [self.low, self.high]
+
+    def probes(self) -> list[Any]:
+        """The ends, and for a float range a value inside it: ``{low: 1.0, high: 6}`` on an integer
+        setting has integral ends but samples 2.5, so the check at load must try a fraction too."""
+        if self.integer:
+            return self.ends()
+        return [*self.ends(), self.low + 0.377 * (self.high - self.low)]
 
 
 class Candidate(_Strict):
@@ -118,6 +128,29 @@ class Candidate(_Strict):
         """Each searched path at its first choice or its low end (the pre-flight's representative)."""
         return {path: distribution.ends()[0] for path, distribution in self.search.items()}
 
+    @field_validator("search", mode="before")
+    @classmethod
+    def _distributions(cls, search: Any) -> Any:
+        """Each entry as a Choice or a Range, told apart by its keys, so that a wrong entry is one plain line."""
+        if not isinstance(search, dict):
+            return search
+        shapes = "{choices: [...]} or {low: ..., high: ..., log: true|false}"
+        parsed: dict[str, Choice | Range] = {}
+        for path, entry in search.items():
+            keys = set(entry) if isinstance(entry, dict) else set()
+            try:
+                if keys and keys <= {"choices"}:
+                    parsed[path] = Choice(**entry)
+                elif keys and keys <= {"low", "high", "log"}:
+                    parsed[path] = Range(**entry)
+                else:
+                    raise ValueError(f"got {entry!r}")
+            except (ValueError, ValidationError) as exc:
+                reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+                reason = reason.removeprefix("Value error, ")
+                raise ValueError(f"search entry {path!r} is {shapes}: {reason}") from None
+        return parsed
+
     @model_validator(mode="after")
     def _every_end_builds(self) -> Candidate:
         extra = self.model_extra or {}
@@ -129,8 +162,16 @@ class Candidate(_Strict):
             raise ValueError("`label` is set once per candidate")
         self.defense_spec(self.lowest(), label="check")
         for path, distribution in self.search.items():
-            for end in distribution.ends():  # each end alone, the others at their lowest
-                self.defense_spec({**self.lowest(), path: end}, label="check")
+            for value in distribution.probes():  # each end (and a float inside) alone, the others at their lowest
+                try:
+                    self.defense_spec({**self.lowest(), path: value}, label="check")
+                except ConfigError as exc:
+                    if value in distribution.ends():
+                        raise
+                    raise ConfigError(
+                        f"{exc}; search {path!r} samples fractions: give a whole-number setting integer ends "
+                        f"({{low: {int(distribution.ends()[0])}, high: {int(distribution.ends()[1])}}})"
+                    ) from None
         return self
 
 

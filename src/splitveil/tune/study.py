@@ -11,6 +11,7 @@ trial, and the store skips whatever cells that trial had finished.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,17 +75,19 @@ def open_study(spec: TuneSpec, out: Path) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run reports its own progress
     identity = search_identity(spec)
     samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=spec.seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=spec.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=spec.seed),
+        "tpe": optuna.samplers.TPESampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "random": optuna.samplers.RandomSampler,
     }
     study = optuna.create_study(
         study_name=STUDY_NAME,
         storage=f"sqlite:///{(out / STUDY_FILE).resolve()}",
         directions=[_DIRECTIONS[objective] for objective in spec.tune.objectives],
-        sampler=samplers[spec.tune.sampler](),
         load_if_exists=True,
     )
+    # Seeded by the spec and by how far the study got: a resumed run draws new points, where the spec's
+    # seed alone would replay the first run's random start-up draws (the same points, measured again).
+    study.sampler = samplers[spec.tune.sampler](seed=spec.seed + len(study.trials))
     recorded = study.user_attrs.get("search")
     if recorded is None:
         study.set_user_attr("search", identity)
@@ -111,30 +114,44 @@ def requeue_interrupted(study: optuna.Study) -> int:
 
     interrupted = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in interrupted:
-        study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})
+        # Failed first: a kill between the two steps then loses the copy (a new point is drawn
+        # instead), where the other order would leave a copy queued and the original running.
         study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})
     return len(interrupted)
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that count towards ``tune.trials``: finished ones, and those a cell's error failed."""
+    """Trials that count towards ``tune.trials``: finished ones, and those an error failed (a cell's,
+    or the sampled point's), except a failure that a later trial resumes (it counts once, there)."""
     from optuna.trial import TrialState
 
+    trials = study.get_trials(deepcopy=False)
+    resumed = {trial.user_attrs.get("resumes") for trial in trials}
     return sum(
         1
-        for trial in study.get_trials(deepcopy=False)
-        if trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and "error" in trial.user_attrs)
+        for trial in trials
+        if trial.state == TrialState.COMPLETE
+        or (trial.state == TrialState.FAIL and "error" in trial.user_attrs and trial.number not in resumed)
     )
 
 
 def run_search(search: Search, study: optuna.Study, fits: list[Placement], *, trials: int, parallel: int) -> list[Cell]:
     """Run trials until ``trials`` count; returns the cells of every measured trial (for the run's results)."""
     while (done := counted_trials(study)) < trials:
-        batch = [study.ask() for _ in range(min(parallel, trials - done))]
-        points = [sample_point(trial, fits) for trial in batch]
-        for trial, point in zip(batch, points, strict=True):
+        batch, points = [], []
+        for trial in (study.ask() for _ in range(min(parallel, trials - done))):
+            try:
+                point = sample_point(trial, fits)
+            except ConfigError as exc:  # a sampled value the defense refuses: this trial fails, the study goes on
+                _fail(search, study, trial, str(exc), f"trial {trial.number}: sampled settings refused: {exc}")
+                continue
             trial.set_user_attr("cut", point.cut)
             trial.set_user_attr("defense", point.defense.model_dump(mode="json"))
+            batch.append(trial)
+            points.append(point)
+        if not points:
+            continue
         run_cell_batch(
             search.experiment, cells_of(search.experiment, points), search.out, store=search.store,
             runner=search.runner, cache=search.cache, progress=search.progress,
@@ -169,12 +186,12 @@ def measured_trials(study: optuna.Study, search: Search) -> list[Measured]:
         Measured(
             trial.number,
             point,
-            figures[_key(point)],
+            figures[point_key(point)],
             float(trial.user_attrs["accuracy_drop"]),
             _feasible(trial.constraints.values()),
         )
         for trial, point in zip(finished, points, strict=True)
-        if _key(point) in figures
+        if point_key(point) in figures
     ]
 
 
@@ -201,17 +218,24 @@ def constraints(search: Search, figures: FrontierPoint) -> dict[str, float]:
 
 
 def _tell(search: Search, study: optuna.Study, trial: optuna.Trial, point: Point, measured: dict) -> None:
-    from optuna.trial import TrialState
-
-    figures = measured.get(_key(point))
-    error = _first_error(search.store, search.experiment, point) if figures is None else None
+    figures = measured.get(point_key(point))
+    # Any failed cell fails the trial: a point whose strongest attack failed would be scored by a weaker one.
+    error = first_error(search.store, search.experiment, point)
+    if error is None and figures is None:
+        error = "its cells gave no result"
     measures = [] if figures is None else [objective_value(figures, name) for name in search.spec.tune.objectives]
-    values = [value for value in measures if value is not None]
-    if figures is None or len(values) < len(measures):
-        trial.set_user_attr("error", error or "a measure of the objectives was not computed")
-        study.tell(trial, state=TrialState.FAIL)
-        search.report(f"trial {trial.number}: {point.cut} {point.describe()} failed: {trial.user_attrs['error']}")
+    if error is None and not all(value is not None and math.isfinite(value) for value in measures):
+        error = f"a measure of the objectives was not computed or not finite: {measures}"
+    if error is not None or figures is None:
+        _fail(
+            search,
+            study,
+            trial,
+            error or "no result",
+            f"trial {trial.number}: {point.cut} {point.describe()} failed: {error}",
+        )
         return
+    values = [float(value) for value in measures if value is not None]
     limits = constraints(search, figures)
     for name, value in limits.items():
         trial.set_constraint(name, value)
@@ -226,6 +250,15 @@ def _tell(search: Search, study: optuna.Study, trial: optuna.Trial, point: Point
     )
 
 
+def _fail(search: Search, study: optuna.Study, trial: optuna.Trial, error: str, line: str) -> None:
+    """Record why ``trial`` failed (it then counts towards ``tune.trials``) and tell the study."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("error", error)
+    study.tell(trial, state=TrialState.FAIL)
+    search.report(line)
+
+
 def _feasible(values: Any) -> bool:
     return all(value <= 0 for value in (values or ()))
 
@@ -234,7 +267,8 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f}" if value < 0 else f"{value:.3f}"
 
 
-def _key(point: Point) -> tuple[str, str, float]:
+def point_key(point: Point) -> tuple[str, str, float]:
+    """What identifies a point's split among the rows: its cut, label and strength."""
     return (point.cut, point.label, point.strength)
 
 
@@ -262,7 +296,8 @@ def _measure(search: Search, points: list[Point]) -> dict[tuple[str, str, float]
     return {(p.cut, p.defense, p.strength): p for p in frontier_points(rows)}
 
 
-def _first_error(store: ResultStore, experiment: ExperimentSpec, point: Point) -> str | None:
+def first_error(store: ResultStore, experiment: ExperimentSpec, point: Point) -> str | None:
+    """The first failed cell of ``point`` in ``store`` and its error's headline, or None."""
     stored = store.cells()
     for cell in cells_of(experiment, [point]):
         entry = stored.get(cell.id)

@@ -21,7 +21,7 @@ from splitveil.bench.store import ResultStore, run_lock
 from splitveil.checkpoint import CheckpointCache
 from splitveil.config import write_resolved
 from splitveil.tune.spec import TuneSpec
-from splitveil.tune.study import Measured, cells_of
+from splitveil.tune.study import Measured, cells_of, first_error, point_key
 
 VERIFY_DIR = "verify"
 
@@ -78,17 +78,20 @@ def verify_points(
         cells = cells_of(experiment, points)
         with run_lock(directory), ResultStore(directory) as store:
             write_resolved(experiment, directory)
-            run_cell_batch(experiment, cells, directory, store=store, runner=runner, cache=cache, progress=progress)
+            # verify's attacks may change between runs (they are not the search's): recompute what changed
+            run_cell_batch(
+                experiment, cells, directory, store=store, runner=runner, cache=cache, progress=progress,
+                rerun_changed=True,
+            )  # fmt: skip
             rows = export_run(experiment, cells, store, directory)
-        by_seed[seed] = {(p.cut, p.defense, p.strength): p for p in frontier_points(rows)}
+            # a seed at which one of a point's attacks failed does not count: a weaker one would score it
+            failed = {point_key(point) for point in points if first_error(store, experiment, point) is not None}
+        figures = {(p.cut, p.defense, p.strength): p for p in frontier_points(rows)}
+        by_seed[seed] = {key: point for key, point in figures.items() if key not in failed}
     return [
         Verified(
             measured,
-            {
-                seed: figures[key]
-                for seed, figures in by_seed.items()
-                if (key := (measured.point.cut, measured.point.label, measured.point.strength)) in figures
-            },
+            {seed: figures[key] for seed, figures in by_seed.items() if (key := point_key(measured.point)) in figures},
         )
         for measured in chosen
     ]
