@@ -155,8 +155,10 @@ def test_a_run_again_counts_the_finished_trials_and_computes_nothing(tuned):
 def test_another_search_in_the_same_directory_is_refused(tuned):
     root, _, _ = tuned
     changed = {**SPEC, "tune": {**SPEC["tune"], "budget": {"max_accuracy_drop": 1}}}
+    resolved = (root / "run" / "tune.resolved.yaml").read_text()
     with pytest.raises(Exception, match=r"holds a study of another search space"):
         run_tune(TuneSpec.model_validate(changed), root / "run", cache=CheckpointCache(root / "cache"), progress=False)
+    assert (root / "run" / "tune.resolved.yaml").read_text() == resolved  # refused before writing over it
 
 
 def _done_cells(out) -> Counter:

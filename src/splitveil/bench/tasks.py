@@ -55,9 +55,9 @@ def execute_cell(request: CellRequest) -> CellOutcome:
 
     started = time.perf_counter()
     torch.set_num_threads(request.threads)
-    torch.manual_seed(zlib.crc32(f"{_cell_seed(request)}/{request.cell.id}".encode()))
     try:
         context = _context(_freeze(request.spec), request.cache_root)
+        torch.manual_seed(zlib.crc32(f"{_cell_seed(context.spec, request.cell)}/{request.cell.id}".encode()))
         compute = {"train": _train, "evaluator": _evaluator, "deploy": _deploy, "attack": _attack}[request.cell.kind]
         result, tensors = compute(context, request.cell)
     except Exception:
@@ -65,10 +65,9 @@ def execute_cell(request: CellRequest) -> CellOutcome:
     return CellOutcome(result, time.perf_counter() - started, worker_name(), tensors)
 
 
-def _cell_seed(request: CellRequest) -> int:
+def _cell_seed(spec: ExperimentSpec, cell: Cell) -> int:
     """The seed of a cell's global generator: an attack cell's is its attackers' (``audit.attack_seed``)."""
-    attack_seed = request.spec.get("audit", {}).get("attack_seed")
-    return attack_seed if request.cell.kind == "attack" and attack_seed is not None else request.spec["seed"]
+    return spec.audit.attacker_seed(spec.seed) if cell.kind == "attack" else spec.seed
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from splitveil.tune.study import (
     measured_trials,
     open_study,
     point_key,
+    refuse_another_search,
     requeue_interrupted,
     run_search,
 )
@@ -75,6 +76,7 @@ def run_tune(
     check_cuts(experiment, data, spec.search_cuts)  # a bad cut fails before any work
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out), ResultStore(out) as store:
+        refuse_another_search(spec, out)  # before anything is written over the other study's files
         write_resolved(experiment, out)
         (out / "tune.resolved.yaml").write_text(spec.to_yaml())
         runner = create_executor(executor, workers=workers, threads=threads, address=address)
@@ -86,7 +88,7 @@ def run_tune(
             )
             trained = train_or_load(experiment, cache=cache, data=data, progress=False, cached_only=True)
             fits = affordable(spec, placements(spec, trained.model, data.input_shape))
-            study = open_study(spec, out)  # after the budget check: a budget fixed in place is not "another search"
+            study = open_study(spec, out)  # after the budget check: a budget fixed in place is not recorded yet
             search = Search(spec, experiment, out, store, runner, cache, trained.test_accuracy, progress, report)
             if resumed := requeue_interrupted(study):
                 report(f"resuming: {resumed} interrupted trial(s) run again with the same parameters")
@@ -104,7 +106,8 @@ def run_tune(
         finally:
             runner.shutdown(wait=finished)
     base = trained.test_accuracy
-    chosen_point = _choose(verified, base, spec.tune.budget.max_accuracy_drop) if verified else None
+    ranked = rank_verified(verified)  # Pareto points are feasible: each keeps the accuracy budget
+    chosen_point = ranked[0] if ranked else None
     sentence = None
     if chosen_point is not None:
         suite = [attack.name for attack in spec.tune.verify.attacks]
@@ -120,9 +123,11 @@ def run_tune(
         sentence,
         no_recommendation=None if sentence else _why_no_recommendation(verify, feasible, verified, out),
     )
-    page = write_outcome(out, outcome)  # before the export: a failed export still leaves the study's report
-    if chosen_point is not None and export is not None:
-        exported = str(export_chosen(spec, chosen_point, Path(export), cache=cache, progress=progress))
+    exported = None
+    try:
+        if chosen_point is not None and export is not None:
+            exported = str(export_chosen(spec, chosen_point, Path(export), cache=cache, progress=progress))
+    finally:  # a failed export still leaves the study's report
         outcome = replace(outcome, export=exported)
         page = write_outcome(out, outcome)
     if not feasible:
@@ -147,25 +152,16 @@ def _why_no_recommendation(verify: bool, feasible: list[Measured], verified: lis
         return "No trial met the budget; the table shows every trial, and the closest is named on the command line."
     if not verify:
         return "The Pareto points were not re-measured (--no-verify), so none is recommended."
-    if not any(point.complete for point in verified):
-        return (
-            f"The re-measurement of the Pareto points did not complete: `splitveil bench status "
-            f"{out / VERIFY_DIR}/seed-N` lists the failed cells; run the same command again to finish it."
-        )
-    return "No re-measured point kept the accuracy budget."
+    return (  # verified, yet no point has figures: their cells failed at every seed
+        f"The re-measurement of the Pareto points did not complete: `splitveil bench status "
+        f"{out / VERIFY_DIR}/seed-N` lists the failed cells; run the same command again to finish it."
+    )
 
 
 def _pareto(study: optuna.Study, feasible: list[Measured]) -> list[Measured]:
     """The feasible trials on the study's Pareto front (Optuna's, which leaves out infeasible trials)."""
     front = {trial.number for trial in study.best_trials}
     return [trial for trial in feasible if trial.number in front]
-
-
-def _choose(verified: list[Verified], base_accuracy: float, max_drop: float) -> Verified | None:
-    """The most private re-measured point within the accuracy budget."""
-    within = [point for point in verified if 100 * (base_accuracy - point.accuracy) <= max_drop]
-    ranked = rank_verified(within)
-    return ranked[0] if ranked else None
 
 
 def export_chosen(spec: TuneSpec, chosen: Verified, directory: Path, *, cache: CheckpointCache, progress: bool) -> Path:

@@ -68,12 +68,30 @@ class Search:
     report: Callable[[str], object] = print
 
 
+def refuse_another_search(spec: TuneSpec, out: Path) -> None:
+    """Refuse ``out`` when it holds a study of another search; reads only, so call it before writing there."""
+    if not (out / STUDY_FILE).exists():
+        return
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(out))
+    except KeyError:  # the file was created, the study not yet
+        return
+    recorded = study.user_attrs.get("search")
+    if recorded is not None and recorded != search_identity(spec):
+        raise ConfigError(
+            f"{out} holds a study of another search space, budget or attack set; "
+            "run this spec with a new --out directory (only tune.trials, parallel and verify may change)"
+        )
+
+
 def open_study(spec: TuneSpec, out: Path) -> optuna.Study:
-    """The study in ``out/study.db``, created or resumed; a study of another search is refused."""
+    """The study in ``out/study.db``, created or resumed (:func:`refuse_another_search` has checked it)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run reports its own progress
-    identity = search_identity(spec)
     samplers = {
         "tpe": optuna.samplers.TPESampler,
         "nsga2": optuna.samplers.NSGAIISampler,
@@ -81,22 +99,20 @@ def open_study(spec: TuneSpec, out: Path) -> optuna.Study:
     }
     study = optuna.create_study(
         study_name=STUDY_NAME,
-        storage=f"sqlite:///{(out / STUDY_FILE).resolve()}",
+        storage=_storage(out),
         directions=[_DIRECTIONS[objective] for objective in spec.tune.objectives],
         load_if_exists=True,
     )
     # Seeded by the spec and by how far the study got: a resumed run draws new points, where the spec's
     # seed alone would replay the first run's random start-up draws (the same points, measured again).
     study.sampler = samplers[spec.tune.sampler](seed=spec.seed + len(study.trials))
-    recorded = study.user_attrs.get("search")
-    if recorded is None:
-        study.set_user_attr("search", identity)
-    elif recorded != identity:
-        raise ConfigError(
-            f"{out} holds a study of another search space, budget or attack set; "
-            "run this spec with a new --out directory (only tune.trials, parallel and verify may change)"
-        )
+    if "search" not in study.user_attrs:
+        study.set_user_attr("search", search_identity(spec))
     return study
+
+
+def _storage(out: Path) -> str:
+    return f"sqlite:///{(out / STUDY_FILE).resolve()}"
 
 
 def search_identity(spec: TuneSpec) -> str:
