@@ -29,6 +29,15 @@ class Scale(nn.Module):
         return self.factor * x
 
 
+class Offset(nn.Module):
+    def __init__(self, offset: float) -> None:
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.offset
+
+
 @pytest.mark.parametrize("spectral_norm", [0.3, 2.5])
 def test_power_iteration_finds_the_spectral_norm_of_a_linear_map(spectral_norm: float) -> None:
     a = linear_map(spectral_norm)
@@ -63,6 +72,39 @@ def test_blockwise_ratios_of_scalings_are_their_factors() -> None:
     blocks = [chain[0], chain[2], chain[3]]
     k = blockwise_lipschitz(chain, blocks, torch.rand(5, 1, 4, 4), perturbation=0.1)
     assert torch.allclose(k, torch.tensor([2.0, 0.5, 3.0]))
+
+
+def _ratio_pair(model: nn.Module, blocks: list[nn.Module], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Absolute and relative block ratios of ``model`` under the same perturbation."""
+    return tuple(  # type: ignore[return-value]
+        blockwise_lipschitz(
+            model, blocks, x, perturbation=0.05, generator=torch.Generator().manual_seed(3), relative=relative
+        ).detach()
+        for relative in (False, True)
+    )
+
+
+def test_relative_ratios_ignore_a_blocks_scale_and_offset_where_absolute_ones_follow_its_scale() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), Scale(1.0), Offset(0.0))
+    blocks, x = [model[1], model[5]], torch.rand(6, 1, 8, 8)
+    absolute, relative = _ratio_pair(model, blocks, x)
+    model[4].factor, model[5].offset = 0.01, 3.0  # the last block's output shrinks a hundredfold, on a constant
+    shrunk_absolute, shrunk_relative = _ratio_pair(model, blocks, x)
+    assert torch.allclose(shrunk_relative, relative, rtol=1e-4)
+    assert torch.allclose(shrunk_absolute, absolute * torch.tensor([1.0, 0.01]), rtol=1e-4)
+
+
+def test_relative_ratios_of_a_homogeneous_chain_ignore_how_its_first_block_is_scaled() -> None:
+    torch.manual_seed(0)  # no biases: every block is positively homogeneous, so a scale passes through
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.Conv2d(4, 4, 3, bias=False), nn.ReLU())
+    blocks, x = [model[1], model[3]], torch.rand(6, 1, 8, 8)
+    absolute, relative = _ratio_pair(model, blocks, x)
+    with torch.no_grad():
+        model[0].weight.mul_(0.01)
+    shrunk_absolute, shrunk_relative = _ratio_pair(model, blocks, x)
+    assert torch.allclose(shrunk_relative, relative, rtol=1e-4)
+    assert torch.allclose(shrunk_absolute, absolute * torch.tensor([0.01, 1.0]), rtol=1e-4)
 
 
 def test_blockwise_pass_leaves_running_statistics_alone_and_is_differentiable() -> None:

@@ -102,14 +102,15 @@ def test_the_loss_terms_are_positive_and_their_gradients_reach_the_edge_and_mask
     assert all(p.grad is None for p in defended.cloud.parameters())
 
 
-def test_the_lipschitz_term_is_strength_times_weight_times_the_block_ratios() -> None:
-    defense = PatrolDefense(strength=0.5, lipschitz_weight=0.2, perturbation=0.1, seed=3)
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_lipschitz_term_is_strength_times_weight_times_the_block_ratios(relative: bool) -> None:
+    defense = PatrolDefense(strength=0.5, lipschitz_weight=0.2, perturbation=0.1, seed=3, relative_lipschitz=relative)
     defended = defense.apply(tiny_split())
     x = images(8)
     term = defense.loss_terms(batch_of(x), *defended.forward_with_features(x))["lipschitz"]
     blocks = [defended.edge.get_submodule(name) for name in MASKS]
     expected = blockwise_lipschitz(
-        defended.edge, blocks, x, perturbation=0.1, generator=torch.Generator().manual_seed(3)
+        defended.edge, blocks, x, perturbation=0.1, generator=torch.Generator().manual_seed(3), relative=relative
     ).sum()
     assert torch.allclose(term, 0.5 * 0.2 * expected)
 

@@ -72,6 +72,16 @@ def test_the_int8_file_is_over_three_times_smaller_when_weights_dominate(relu32_
     assert relu32_int8.size_ratio > 3
 
 
+def test_a_small_edge_with_a_defense_is_still_over_three_times_smaller(tmp_path) -> None:
+    # relu22's edge has 16k weights, and feature dropout adds float32 ops: the fixed bytes of the graph
+    # weigh here, so the int8 file must carry nothing the device does not need (no shape annotations).
+    torch.manual_seed(0)
+    split = create_defense("feature-dropout", strength=0.4).apply(cut(create_model("he-cnn").eval(), "relu22"))
+    quantized = _quantized(split, tmp_path)
+    assert not onnx.load(quantized.path).graph.value_info
+    assert quantized.size_ratio > 3
+
+
 def test_int8_features_agree_with_float32_within_the_quantisation_step(relu32_int8) -> None:
     images = {"image": _images(32, 7).numpy()}  # not the calibration images
     reference = secure_session(relu32_int8.path.with_name("edge.onnx")).run(None, images)[0]

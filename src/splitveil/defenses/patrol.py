@@ -12,6 +12,8 @@ them to fit the edge's budget. Training minimises, with ``s = strength``,
   ``perturbation``) per step, the blocks being the edge up to each mask:
   ``k_1 = ‖F_1(x+δ) − F_1(x)‖ / ‖δ‖``, ``k_i = ‖F_i(x+δ) − F_i(x)‖ / ‖F_{i−1}(x+δ) − F_{i−1}(x)‖``
   (:func:`~splitveil.defenses.lipschitz.blockwise_lipschitz`); ``α_i = 1`` [ours: the paper gives no values].
+  ``relative_lipschitz`` [ours] measures each change against its own signal, so that shrinking the
+  edge's weights (see the known limit below) no longer lowers ``k_i``.
 * ``L_adv``: adversarial reconstruction training, delegated to an internal
   :class:`~splitveil.defenses.adversarial.AdversarialDefense` at strength ``s · β``
   (``β = adversarial_weight``), whose hook trains the inverter after every model step.
@@ -23,8 +25,11 @@ then the split is fine-tuned ``finetune_epochs`` epochs with the same terms (the
 are then the identities left where the masks were). Strength 0 is the identity throughout: no
 masks, zero terms, nothing pruned.
 
-Known limit [ours]: ``k_i`` of a ReLU edge shrinks when its weights shrink, and the cloud can scale
-its first layer up to compensate; weight decay (``train.weight_decay``) limits that escape.
+Known limit [ours]: the absolute ``k_i`` of a ReLU edge shrinks when its weights shrink. The cloud
+can scale its first layer up to compensate, up to a point: over a deep edge the gains multiply, and
+the feature can shrink past what the cloud recovers (he-cnn's relu32 edge fell to chance at conv11's
+budget). ``relative_lipschitz=True`` closes that escape; it is off by default, the paper's ratios, with which
+the figures in docs/BENCHMARKS.md were measured.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ class PatrolDefense(Defense):
     """Channel masks + block-wise Lipschitz + adversarial training, then pruning to a FLOPs budget.
 
     Options: ``mask_l1`` (λ_m), ``lipschitz_weight`` (λ_lip), ``adversarial_weight`` (β),
-    ``perturbation`` (std of δ), ``flops_budget`` or ``budget_cut`` (the edge's FLOPs budget per
+    ``perturbation`` (std of δ), ``relative_lipschitz`` (scale-invariant ratios), ``flops_budget`` or ``budget_cut`` (the edge's FLOPs budget per
     sample; neither: no pruning), ``min_channels`` (per conv, never pruned below), ``finetune_epochs``,
     the inverter's ``adversary_steps``, ``adversary_lr``, ``adversary_width``, ``normalize_z``, and
     ``seed`` (the inverter's initial weights and the perturbations).
@@ -79,6 +84,7 @@ class PatrolDefense(Defense):
         lipschitz_weight: NonNegative = 0.1,
         adversarial_weight: NonNegative = 1.0,
         perturbation: Positive = 0.05,
+        relative_lipschitz: bool = False,
         flops_budget: Positive | None = None,
         budget_cut: Annotated[str, Field(min_length=1)] | None = None,
         min_channels: PositiveInt = 2,
@@ -96,6 +102,7 @@ class PatrolDefense(Defense):
         self.lipschitz_weight = float(lipschitz_weight)
         self.adversarial_weight = float(adversarial_weight)
         self.perturbation = float(perturbation)
+        self.relative_lipschitz = relative_lipschitz
         self.flops_budget = flops_budget
         self.budget_cut = budget_cut
         self.min_channels = min_channels
@@ -142,7 +149,9 @@ class PatrolDefense(Defense):
         edge = self._deployed().edge
         blocks = [edge.get_submodule(name) for name in self._blocks]
         generator = self._perturbation_generator(x.device)
-        return blockwise_lipschitz(edge, blocks, x, perturbation=self.perturbation, generator=generator)
+        return blockwise_lipschitz(
+            edge, blocks, x, perturbation=self.perturbation, generator=generator, relative=self.relative_lipschitz
+        )
 
     def loss_terms(self, batch: Batch, z: torch.Tensor | None, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         zero = logits.new_zeros(())
@@ -200,6 +209,7 @@ class PatrolDefense(Defense):
             "budget_cut": self.budget_cut,
             "min_channels": self.min_channels,
             "finetune_epochs": self._finetune_epochs,
+            "relative_lipschitz": self.relative_lipschitz,
             **self._adversarial.options(),  # adversary_steps/_lr/_width, normalize_z, seed
         }
 

@@ -5,7 +5,7 @@ activations uint8 (the pairing ONNX Runtime's CPU kernels are fastest with), in 
 standard integer operators (``QLinearConv``, ``QLinearMatMul``) that carry their scales, with
 ``ReLU`` and ``MaxPool`` computed on the uint8 values between them. The QDQ format would wrap every
 tensor in a ``QuantizeLinear``/``DequantizeLinear`` pair instead, which on a small edge is a third
-of the file (he-cnn's relu22: 2.5x smaller than float32 in QDQ, 3.1x in this format). Nothing else
+of the file (he-cnn's relu22: 2.5x smaller than float32 in QDQ, 3.2x in this format). Nothing else
 is quantised, so what a defense adds to the graph runs in float32 as exported: the random ops that
 draw noise and dropout masks, the salt input and its gather, the adds and multiplies. The int8 edge
 is the same defense, computed on coarser weights.
@@ -106,6 +106,10 @@ def quantize_edge(
         raw = Path(scratch) / INT8_EDGE_FILE
         _quantize(edge, raw, _CalibrationFeeds(calibration, metadata, seed), per_channel=per_channel)
         model = onnx.load(raw)
+    # The quantiser's shape inference leaves an annotation per intermediate tensor. ONNX Runtime infers
+    # shapes on load anyway and the float32 export carries none, so they are bytes the device is sent
+    # for nothing: at relu22 with feature dropout, 0.8 of 23 KiB (3.06x smaller than float32 without them, 2.95x with).
+    del model.graph.value_info[:]
     _check_defense_survives(onnx.load(edge), model)
     opset = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
     onnx.helper.set_model_props(
