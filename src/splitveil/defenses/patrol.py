@@ -205,11 +205,11 @@ class PatrolDefense(Defense):
             "lipschitz_weight": self.lipschitz_weight,
             "adversarial_weight": self.adversarial_weight,
             "perturbation": self.perturbation,
+            "relative_lipschitz": self.relative_lipschitz,
             "flops_budget": self.flops_budget,
             "budget_cut": self.budget_cut,
             "min_channels": self.min_channels,
             "finetune_epochs": self._finetune_epochs,
-            "relative_lipschitz": self.relative_lipschitz,
             **self._adversarial.options(),  # adversary_steps/_lr/_width, normalize_z, seed
         }
 
