@@ -76,12 +76,12 @@ def test_blockwise_ratios_of_scalings_are_their_factors() -> None:
 
 def _ratio_pair(model: nn.Module, blocks: list[nn.Module], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Absolute and relative block ratios of ``model`` under the same perturbation."""
-    return tuple(  # type: ignore[return-value]
-        blockwise_lipschitz(
-            model, blocks, x, perturbation=0.05, generator=torch.Generator().manual_seed(3), relative=relative
-        ).detach()
-        for relative in (False, True)
-    )
+
+    def ratios(relative: bool) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(3)
+        return blockwise_lipschitz(model, blocks, x, perturbation=0.05, generator=generator, relative=relative).detach()
+
+    return ratios(False), ratios(True)
 
 
 def test_relative_ratios_ignore_a_blocks_scale_and_offset_where_absolute_ones_follow_its_scale() -> None:

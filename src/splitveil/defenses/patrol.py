@@ -28,8 +28,8 @@ masks, zero terms, nothing pruned.
 Known limit [ours]: the absolute ``k_i`` of a ReLU edge shrinks when its weights shrink. The cloud
 can scale its first layer up to compensate, up to a point: over a deep edge the gains multiply, and
 the feature can shrink past what the cloud recovers (he-cnn's relu32 edge fell to chance at conv11's
-budget). ``relative_lipschitz=True`` closes that escape; it is off by default, the paper's ratios, with which
-the figures in docs/BENCHMARKS.md were measured.
+budget). ``relative_lipschitz=True`` closes that escape. It is off by default: the paper's absolute
+ratios, with which the PATROL figures in docs/BENCHMARKS.md were measured.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ class PatrolDefense(Defense):
     """Channel masks + block-wise Lipschitz + adversarial training, then pruning to a FLOPs budget.
 
     Options: ``mask_l1`` (λ_m), ``lipschitz_weight`` (λ_lip), ``adversarial_weight`` (β),
-    ``perturbation`` (std of δ), ``relative_lipschitz`` (scale-invariant ratios), ``flops_budget`` or ``budget_cut`` (the edge's FLOPs budget per
-    sample; neither: no pruning), ``min_channels`` (per conv, never pruned below), ``finetune_epochs``,
+    ``perturbation`` (std of δ), ``relative_lipschitz`` (scale-invariant ratios), ``flops_budget`` or
+    ``budget_cut`` (the edge's FLOPs budget per sample; neither: no pruning), ``min_channels`` (per
+    conv, never pruned below), ``finetune_epochs``,
     the inverter's ``adversary_steps``, ``adversary_lr``, ``adversary_width``, ``normalize_z``, and
     ``seed`` (the inverter's initial weights and the perturbations).
     """
