@@ -202,9 +202,10 @@ def test_plan_command_writes_the_plan_and_names_the_choice(tmp_path):
     assert result.exit_code == 0, result.output
     assert "chosen: relu12, 2 channels (random)" in result.output and "PrivyNet candidates" in result.output
     assert json.loads((tmp_path / "out" / "plan.json").read_text())["constraints"]["max_ssim"] == 0.99
-    # A changed limit re-plans from the measured candidates; none fits an edge of 10 FLOPs.
+    assert (tmp_path / "out" / "study.db").is_file()  # the search engine's study, shared with `splitveil tune`
+    # A changed limit re-plans from the study's measured topologies; none fits an edge of 10 FLOPs.
     again = CliRunner().invoke(app, [*args, "--max-edge-flops", "10", "--no-progress"])
-    assert again.exit_code == 1 and "reusing 1 candidates" in again.output and "no topology" in again.output
+    assert again.exit_code == 1 and "reusing 1 measured topologies" in again.output and "no topology" in again.output
 
 
 def test_plan_with_an_unknown_constraint_is_one_clear_line(tmp_path):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
+import optuna
 import pytest
 
 from splitveil.checkpoint import CheckpointCache
 from splitveil.errors import ConfigError
 from splitveil.privynet import PlanSpec, load_plan_spec, plan
-from splitveil.privynet.report import measured_candidates, write_plan
+from splitveil.privynet.planner import PLAN_STUDY, _Search
+from splitveil.privynet.report import write_plan
+from splitveil.tune.engine import STUDY_FILE
 
 SPEC = {
     "name": "tiny-plan",
@@ -30,6 +32,7 @@ SPEC = {
 
 
 _CACHE: list[CheckpointCache] = []
+_OUT: list = []  # the module plan's directory (its study)
 
 
 def result_cache() -> CheckpointCache:
@@ -42,7 +45,8 @@ def result(tmp_path_factory):
     # relu12 (170k FLOPs at 2 channels, 282k at 4) fits this budget; relu22 (452k+) never does.
     spec = PlanSpec.model_validate({**SPEC, "constraints": {"max_edge_flops": 300_000, "max_ssim": 0.99}})
     _CACHE[:] = [CheckpointCache(tmp_path_factory.mktemp("cache"))]
-    return spec, plan(spec, cache=result_cache(), progress=False)
+    _OUT[:] = [tmp_path_factory.mktemp("plan")]
+    return spec, plan(spec, out=_OUT[0], cache=result_cache(), progress=False)
 
 
 def test_every_topology_is_a_candidate_and_over_budget_ones_are_not_trained(result) -> None:
@@ -102,24 +106,66 @@ def test_plan_specs_are_validated_strictly(tmp_path) -> None:
     assert spec.constraints.max_ssim == 0.4
 
 
-def test_a_changed_limit_reuses_measured_candidates_and_re_judges_them(result, tmp_path) -> None:
+class Killed(Exception):
+    """A kill, as the planner sees it: its run stops in the middle of a trial."""
+
+
+@pytest.fixture
+def count_training(monkeypatch):
+    """Count the planner's cloud trainings (each trains a cloud NN and attacks it); ``fail_after`` cuts a
+    run short there, as a kill would."""
+    calls: list[str] = []
+    real = _Search.train_and_attack
+    limit: dict[str, int | None] = {"fail_after": None}
+
+    def counted(self, split, attack, *, seed):
+        if limit["fail_after"] is not None and len(calls) >= limit["fail_after"]:
+            raise Killed
+        calls.append(attack.name)
+        return real(self, split, attack, seed=seed)
+
+    monkeypatch.setattr(_Search, "train_and_attack", counted)
+    return calls, limit
+
+
+def test_a_changed_limit_re_judges_the_stored_measurements_and_trains_nothing_again(result, count_training) -> None:
     spec, outcome = result
-    write_plan(outcome, spec, tmp_path / "plan")
+    calls, _ = count_training
     stricter = spec.model_copy(update={"constraints": spec.constraints.model_copy(update={"max_edge_flops": 200_000})})
-    measured = measured_candidates(stricter, tmp_path / "plan")
-    assert len(measured) == len(outcome.candidates)  # the limits are not part of the measurement key
-    marked = [replace(c, accuracy=0.123) if c.accuracy is not None else c for c in measured]
-    again = plan(stricter, cache=result_cache(), progress=False, measured=marked)
-    trained = [c for c in again.candidates if c.accuracy is not None]
-    # Measured candidates come back as measured (a retrained one could not read exactly 0.123) and
-    # are judged by the new budget: relu12 at 4 channels (282k FLOPs) no longer fits.
-    assert trained and all(c.accuracy == 0.123 for c in trained)
-    by_key = {(c.layer, c.channels, c.selection): c for c in again.candidates}
-    assert not by_key[("relu12", 4, "random")].within_budget and by_key[("relu12", 2, "random")].within_budget
+    again = plan(stricter, out=_OUT[0], cache=result_cache(), progress=False)
+    before = {c.key: (c.accuracy, c.ssim, c.keep) for c in outcome.candidates}
+    assert all((c.accuracy, c.ssim, c.keep) == before[c.key] for c in again.candidates if c.accuracy is not None)
+    # relu12 at 4 channels (282k FLOPs) no longer fits; its measurement is kept but judged over budget.
+    by_key = {c.key: c for c in again.candidates}
+    assert not by_key["relu12/4/random"].within_budget and not by_key["relu12/4/random"].feasible
+    assert by_key["relu12/2/random"].within_budget
+    # Only a new choice is re-measured (its verification is stored with the study, like the trials).
+    assert again.chosen is not None and again.chosen.channels == 2
+    assert calls == ([] if again.chosen.key == outcome.chosen.key else [spec.verify_attack.name])
 
 
-def test_a_plan_of_another_spec_shares_nothing(result, tmp_path) -> None:
-    spec, outcome = result
-    write_plan(outcome, spec, tmp_path / "plan")
+def test_a_killed_plan_resumes_without_training_its_finished_topologies_again(tmp_path, count_training) -> None:
+    calls, limit = count_training
+    spec = PlanSpec.model_validate(
+        {**SPEC, "layers": ["relu12"], "channels": [2, 4], "selections": ["random"], "constraints": {"max_ssim": 0.99}}
+    )
+    limit["fail_after"] = 1  # the second topology's training is killed
+    cache, out = CheckpointCache(tmp_path / "cache"), tmp_path / "plan"
+    with pytest.raises(Killed):
+        plan(spec, out=out, cache=cache, progress=False)
+    assert calls == ["inverse-network"]
+    limit["fail_after"] = None
+    resumed = plan(spec, out=out, cache=cache, progress=False)
+    # The first topology is read back from the study; the killed one and the verification train.
+    assert calls == ["inverse-network", "inverse-network", "inverse-network"]
+    assert all(c.accuracy is not None for c in resumed.candidates) and resumed.verification is not None
+    study = optuna.load_study(study_name=PLAN_STUDY, storage=f"sqlite:///{out / STUDY_FILE}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert study.trials[2].user_attrs["resumes"] == 1
+
+
+def test_a_directory_planned_with_another_spec_is_refused(result) -> None:
+    spec, _ = result
     other = spec.model_copy(update={"targets": 9})
-    assert measured_candidates(other, tmp_path / "plan") == []
+    with pytest.raises(ConfigError, match="another search space.*new --out"):
+        plan(other, out=_OUT[0], cache=result_cache(), progress=False)

@@ -17,7 +17,8 @@ import yaml
 from splitveil.checkpoint import CheckpointCache
 from splitveil.serve.bundle import load_half
 from splitveil.tune import TuneSpec, run_tune
-from splitveil.tune.study import STUDY_FILE, STUDY_NAME, counted_trials
+from splitveil.tune.engine import STUDY_FILE, counted_trials
+from splitveil.tune.study import STUDY_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,7 @@ SPEC = {
             ],
             "attack_seeds": [11, 12],
             "points": 2,
+            "targets": 12,
         },
     },
 }
@@ -121,6 +123,7 @@ def test_the_pareto_points_are_remeasured_at_each_fresh_seed_and_the_most_privat
     for seed in (11, 12):
         resolved = yaml.safe_load((root / "run" / "verify" / f"seed-{seed}" / "spec.resolved.yaml").read_text())
         assert resolved["audit"]["attack_seed"] == seed and resolved["seed"] == 0  # same deployment, new attackers
+        assert resolved["audit"]["targets"] == 12  # more targets than the search's 8: finer re-identification
     chosen = outcome.chosen
     key = (chosen.strongest("reid_top1"), chosen.strongest("excess_ssim"))
     assert all(key <= (p.strongest("reid_top1"), p.strongest("excess_ssim")) for p in outcome.verified)

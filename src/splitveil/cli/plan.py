@@ -14,7 +14,10 @@ from splitveil.cli.common import checkpoint_cache, console
 def plan(
     spec: Annotated[Path, typer.Argument(help="YAML plan spec (e.g. configs/plan-fashion.yaml).")],
     out: Annotated[
-        Path, typer.Option(file_okay=False, help="Directory for plan.json, candidates.jsonl and the resolved spec.")
+        Path,
+        typer.Option(
+            file_okay=False, help="Directory for study.db (a rerun resumes it), plan.json and candidates.jsonl."
+        ),
     ],
     max_edge_flops: Annotated[int | None, typer.Option(help="Edge FLOPs per sample at most.")] = None,
     max_edge_params: Annotated[int | None, typer.Option(help="Parameters on the device at most.")] = None,
@@ -26,7 +29,7 @@ def plan(
     """PrivyNet: the local topology with the best accuracy under the constraints (options override the spec)."""
     from splitveil.privynet import load_plan_spec
     from splitveil.privynet import plan as run_plan
-    from splitveil.privynet.report import CANDIDATE_COLUMNS, cell, measured_candidates, write_plan
+    from splitveil.privynet.report import CANDIDATE_COLUMNS, cell, write_plan
 
     overrides = {
         "constraints.max_edge_flops": max_edge_flops,
@@ -36,14 +39,12 @@ def plan(
     }
     resolved = load_plan_spec(spec, overrides)
     terminal = console()
-    measured = measured_candidates(resolved, out)
-    if measured:
-        terminal.print(f"reusing {len(measured)} candidates measured by the plan in {out} (same spec but the limits)")
     result = run_plan(
         resolved,
+        out=out,
         cache=checkpoint_cache(cache_dir),
         progress=progress,
-        measured=measured,
+        report=terminal.print,
         on_candidate=lambda c: terminal.print(
             f"{c.layer} x{c.channels} ({c.selection}): accuracy {cell(c.accuracy)}, SSIM {cell(c.ssim)}, "
             f"edge FLOPs {c.edge_flops:,}{'' if c.within_budget else ' (over budget)'}"

@@ -12,13 +12,19 @@ Hierarchical, as the paper proposes [abstract; the steps are ours]:
    and **re-measured**: rebuilt, its cloud retrained, and attacked by a freshly trained
    ``verify_attack`` with another seed through the bench's attack runner; the plan says whether
    the choice still satisfies every constraint.
+
+Steps 2–3 are the trials of a study on the search engine `splitveil tune` uses
+(:mod:`splitveil.tune.engine`), one trial per topology within budget, so a plan resumes after a kill
+and re-judges its stored measurements when only its limits change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -33,8 +39,15 @@ from splitveil.privynet.local import local_network, local_width, privynet_split
 from splitveil.privynet.spec import PlanConstraints, PlanSpec
 from splitveil.split import SplitModel, cut
 from splitveil.train import evaluate, fit
+from splitveil.tune import engine
+
+if TYPE_CHECKING:
+    import optuna
 
 FLOAT32_BYTES = 4
+#: The plan's study in ``OUT/study.db``, and its one parameter: a topology's :attr:`Candidate.key`.
+PLAN_STUDY = "plan"
+TOPOLOGY = "topology"
 
 
 @dataclass
@@ -54,6 +67,11 @@ class Candidate:
     ssim: float | None = None
     psnr: float | None = None
     feasible: bool = False
+
+    @property
+    def key(self) -> str:
+        """``layer/channels/selection``: what identifies the topology in the study."""
+        return f"{self.layer}/{self.channels}/{self.selection}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,17 +125,30 @@ def pretrain_public(
 def plan(
     spec: PlanSpec,
     *,
+    out: str | Path | None = None,
     cache: CheckpointCache | None = None,
     progress: bool = True,
     on_candidate: Callable[[Candidate], None] | None = None,
-    measured: Sequence[Candidate] = (),
+    report: Callable[[str], object] | None = None,
 ) -> Plan:
     """Search ``spec``'s topologies; see the module docstring for the steps.
 
-    ``measured``: candidates an earlier plan with the same :meth:`PlanSpec.measurement_key` trained
-    and attacked; they are judged against this plan's constraints without being trained again, so a
-    changed limit re-plans in the time of the re-measurement alone.
+    The search runs on the engine `splitveil tune` uses (:mod:`splitveil.tune.engine`): one trial
+    per topology within the budget, stored in ``out/study.db`` (in memory without ``out``). So a
+    killed plan resumes without training again what it finished, and a plan whose limits changed
+    (the constraints and ``privacy_margin`` are not part of the study's identity) judges the stored
+    measurements by the new limits, training only topologies that have come within budget.
+    ``on_candidate`` sees each candidate as it is costed (over budget), found in the study, or measured;
+    ``report`` gets a line on what a resumed study already holds.
     """
+    out = None if out is None else Path(out)
+    identity = spec.measurement_key()
+    engine.refuse_another_search(
+        out,
+        name=PLAN_STUDY,
+        identity=identity,
+        advice="plan with a new --out directory (only the constraints, privacy_margin and verify_attack may change)",
+    )
     data = load_dataset(spec.data.name, seed=spec.seed, **spec.data.loader_options())
     public_data = load_dataset(spec.public.name, seed=spec.seed, **spec.public.loader_options())
     public = pretrain_public(spec, cache=cache, progress=progress, data=public_data)
@@ -128,14 +159,54 @@ def plan(
         )
     for layer in spec.layers:
         cut(public.model, at=layer)  # an unknown layer fails before anything is trained
-    targets = data.test.take(spec.targets)
-    search = _Search(spec, data, public.model, targets, progress, measured)
-    candidates = []
-    for layer in spec.layers:
-        for candidate in search.layer_candidates(layer):
-            candidates.append(candidate)
-            if on_candidate is not None:
-                on_candidate(candidate)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    search = _Search(spec, data, public.model, data.test.take(spec.targets), progress)
+    costed = search.topologies()
+    study = _open_plan_study(spec, out, identity)
+    interrupted = engine.requeue_interrupted(study)
+    stored = _stored_candidates(study)
+    if report is not None and (stored or interrupted):
+        report(
+            f"resuming {out}: reusing {len(stored)} measured topologies (judged by this plan's limits, not trained "
+            f"again); {interrupted} interrupted one(s) trained again"
+        )
+    notify = on_candidate or (lambda candidate: None)
+    for candidate in costed:
+        if not candidate.within_budget or candidate.key in stored:
+            notify(search.judge(stored.get(candidate.key, candidate)))
+    from optuna.trial import TrialState
+
+    waiting_trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    # A waiting trial (an interrupted one asked again) holds its topology as an enqueued, fixed parameter.
+    queued = {str(trial.system_attrs.get("fixed_params", {}).get(TOPOLOGY)) for trial in waiting_trials}
+    for candidate in costed:
+        if candidate.within_budget and candidate.key not in stored and candidate.key not in queued:
+            study.enqueue_trial({TOPOLOGY: candidate.key})
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))  # with those just enqueued
+    by_key = {candidate.key: candidate for candidate in costed}
+
+    def evaluate(batch: list[tuple[optuna.Trial, Candidate]]) -> None:
+        for trial, candidate in batch:
+            measured = search.measure(candidate)
+            trial.set_user_attr("candidate", measured.as_dict())
+            values = [measured.accuracy, measured.ssim]
+            if all(value is not None and math.isfinite(value) for value in values):
+                study.tell(trial, cast(list[float], values))
+            else:
+                engine.fail_trial(study, trial, f"accuracy or SSIM not finite: {values}")
+            notify(measured)
+
+    engine.run_trials(
+        study,
+        trials=engine.counted_trials(study) + waiting,
+        parallel=1,
+        sample=lambda trial: by_key[str(trial.suggest_categorical(TOPOLOGY, list(by_key)))],
+        evaluate=evaluate,
+        refused=lambda trial, exc: None,  # a topology key is never refused
+    )
+    stored = _stored_candidates(study)
+    candidates = [search.judge(stored.get(candidate.key, candidate)) for candidate in costed]
     result = Plan(candidates=candidates, chosen=None, public_accuracy=public.test_accuracy)
     feasible = [c for c in candidates if c.feasible]
     if not feasible:
@@ -143,46 +214,97 @@ def plan(
         return result
     # A feasible candidate was measured: its accuracy and SSIM are set.
     result.chosen = max(feasible, key=lambda c: (cast(float, c.accuracy), -cast(float, c.ssim)))
-    result.verification = search.verify(result.chosen)
+    result.verification = _verification(study, search, result.chosen)
     return result
+
+
+def _open_plan_study(spec: PlanSpec, out: Path | None, identity: str) -> optuna.Study:
+    import optuna
+
+    # Every trial is enqueued with its topology; the sampler would only draw if asked for more.
+    return engine.open_study(
+        out,
+        name=PLAN_STUDY,
+        directions=["maximize", "minimize"],  # accuracy, the attack's SSIM
+        identity=identity,
+        sampler=lambda seed: optuna.samplers.RandomSampler(seed=seed),
+        seed=spec.seed,
+    )
+
+
+def _stored_candidates(study: optuna.Study) -> dict[str, Candidate]:
+    """The measured candidate of every finished trial, by topology."""
+    from optuna.trial import TrialState
+
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    candidates = (Candidate(**trial.user_attrs["candidate"]) for trial in finished)
+    return {candidate.key: candidate for candidate in candidates}
+
+
+def _verification(study: optuna.Study, search: _Search, chosen: Candidate) -> dict[str, Any]:
+    """``chosen`` re-measured by the fresh attacker: stored in the study, so a plan whose limits changed
+    but whose choice did not re-measures nothing; its verdicts are re-derived from this plan's limits."""
+    from splitveil.checkpoint import config_hash
+
+    attack = search.spec.verify_attack.model_dump(mode="json")
+    key = f"verified:{chosen.key}:{config_hash(attack)}"
+    verification = study.user_attrs.get(key)
+    if verification is None:
+        verification = search.verify(chosen)
+        study.set_user_attr(key, verification)
+    return search.judge_verification(verification)
 
 
 class _Search:
     """The state one plan shares across candidates: data, the public model, the attacker's targets."""
 
     def __init__(
-        self,
-        spec: PlanSpec,
-        data: DatasetSplits,
-        public_model: torch.nn.Module,
-        targets: ImageSet,
-        progress: bool,
-        measured: Sequence[Candidate] = (),
+        self, spec: PlanSpec, data: DatasetSplits, public_model: torch.nn.Module, targets: ImageSet, progress: bool
     ) -> None:
         self.spec, self.data, self.public_model = spec, data, public_model
         self.targets, self.progress = targets, progress
-        self.measured = {(c.layer, c.channels, c.selection): c for c in measured if c.accuracy is not None}
+        self._usefulness_by_layer: dict[str, torch.Tensor] = {}
 
-    def layer_candidates(self, layer: str) -> list[Candidate]:
-        width = local_width(self.public_model, layer)
-        usefulness: torch.Tensor | None = None
+    def topologies(self) -> list[Candidate]:
+        """Every (layer, channel count, selection) of the spec, costed and judged against the budget.
+
+        Costs depend on the count alone, so the channels themselves are chosen when a candidate is
+        measured (an attacker-guided choice trains a decoder): ``keep`` is empty until then.
+        """
         candidates = []
-        for count in sorted({min(count, width) for count in self.spec.channels}):
-            for selection in self.spec.selections:
-                if selection == "attacker" and count == width and "random" in self.spec.selections:
-                    continue  # keeping every channel: the same topology as the random one
-                earlier = self.measured.get((layer, count, selection))
-                if earlier is not None:
-                    candidates.append(self.judge(earlier))
-                    continue
-                if selection == "random":
-                    keep = random_channels(width, count, seed=self.spec.seed)
-                else:
-                    if usefulness is None:
-                        usefulness = self._usefulness(layer, width)
-                    keep = attacker_guided_channels(usefulness, count)
-                candidates.append(self.measure(layer, keep, selection))
+        for layer in self.spec.layers:
+            width = local_width(self.public_model, layer)
+            for count in sorted({min(count, width) for count in self.spec.channels}):
+                costs = self.costs(layer, list(range(count)))
+                for selection in self.spec.selections:
+                    if selection == "attacker" and count == width and "random" in self.spec.selections:
+                        continue  # keeping every channel: the same topology as the random one
+                    candidates.append(Candidate(layer=layer, channels=count, selection=selection, keep=[], **costs))
         return candidates
+
+    def costs(self, layer: str, keep: list[int]) -> dict[str, Any]:
+        profile = self.build(layer, keep).profile(self.data.input_shape)
+        storage_bytes = profile.edge_params * FLOAT32_BYTES
+        return {
+            "edge_flops": profile.edge_flops,
+            "edge_params": profile.edge_params,
+            "storage_bytes": storage_bytes,
+            "feature_bytes": profile.feature_bytes,
+            "within_budget": within_budget(
+                self.spec.constraints,
+                edge_flops=profile.edge_flops,
+                edge_params=profile.edge_params,
+                storage_bytes=storage_bytes,
+            ),
+        }
+
+    def channels(self, candidate: Candidate) -> list[int]:
+        width = local_width(self.public_model, candidate.layer)
+        if candidate.selection == "random":
+            return random_channels(width, candidate.channels, seed=self.spec.seed)
+        if candidate.layer not in self._usefulness_by_layer:
+            self._usefulness_by_layer[candidate.layer] = self._usefulness(candidate.layer, width)
+        return attacker_guided_channels(self._usefulness_by_layer[candidate.layer], candidate.channels)
 
     def _usefulness(self, layer: str, width: int) -> torch.Tensor:
         # The defender plays the attacker on its own auxiliary data: decoder on one part, scores on the rest.
@@ -195,48 +317,37 @@ class _Search:
             local, train, score, epochs=self.spec.selection_epochs, seed=self.spec.seed, progress=self.progress
         )
 
-    def judge(self, earlier: Candidate) -> Candidate:
-        """An earlier measurement, its budget and privacy verdicts re-derived from this plan's constraints."""
-        constraints = self.spec.constraints
+    def judge(self, candidate: Candidate) -> Candidate:
+        """``candidate`` with its budget and privacy verdicts derived from this plan's constraints."""
         budget = within_budget(
-            constraints,
-            edge_flops=earlier.edge_flops,
-            edge_params=earlier.edge_params,
-            storage_bytes=earlier.storage_bytes,
-        )
-        private = meets_privacy(constraints, earlier.ssim, margin=self.spec.privacy_margin)
-        return replace(earlier, within_budget=budget, feasible=budget and private)
-
-    def build(self, layer: str, keep: list[int]) -> SplitModel:
-        fresh = build_model(ExperimentSpec(seed=self.spec.seed, model=self.spec.model), self.data)
-        return privynet_split(self.public_model, fresh, layer=layer, keep=keep)
-
-    def measure(self, layer: str, keep: list[int], selection: str) -> Candidate:
-        split = self.build(layer, keep)
-        profile = split.profile(self.data.input_shape)
-        candidate = Candidate(
-            layer=layer,
-            channels=len(keep),
-            selection=selection,
-            keep=keep,
-            edge_flops=profile.edge_flops,
-            edge_params=profile.edge_params,
-            storage_bytes=profile.edge_params * FLOAT32_BYTES,
-            feature_bytes=profile.feature_bytes,
-            within_budget=False,
-        )
-        candidate.within_budget = within_budget(
             self.spec.constraints,
             edge_flops=candidate.edge_flops,
             edge_params=candidate.edge_params,
             storage_bytes=candidate.storage_bytes,
         )
-        if not candidate.within_budget:
-            return candidate
-        candidate.accuracy, outcome = self.train_and_attack(split, self.spec.attack, seed=self.spec.seed)
-        candidate.ssim, candidate.psnr = outcome.ssim, outcome.psnr
-        candidate.feasible = meets_privacy(self.spec.constraints, candidate.ssim, margin=self.spec.privacy_margin)
-        return candidate
+        private = meets_privacy(self.spec.constraints, candidate.ssim, margin=self.spec.privacy_margin)
+        return replace(candidate, within_budget=budget, feasible=budget and private)
+
+    def judge_verification(self, verification: dict[str, Any]) -> dict[str, Any]:
+        """A stored re-measurement with its verdicts derived from this plan's constraints."""
+        costs = {key: verification[key] for key in ("edge_flops", "edge_params", "storage_bytes")}
+        return {
+            **verification,
+            "within_budget": within_budget(self.spec.constraints, **costs),
+            "meets_privacy": meets_privacy(self.spec.constraints, verification["ssim"]),
+        }
+
+    def build(self, layer: str, keep: list[int]) -> SplitModel:
+        fresh = build_model(ExperimentSpec(seed=self.spec.seed, model=self.spec.model), self.data)
+        return privynet_split(self.public_model, fresh, layer=layer, keep=keep)
+
+    def measure(self, costed: Candidate) -> Candidate:
+        """Choose ``costed``'s channels, train its cloud NN and attack it."""
+        keep = self.channels(costed)
+        split = self.build(costed.layer, keep)
+        accuracy, outcome = self.train_and_attack(split, self.spec.attack, seed=self.spec.seed)
+        measured = replace(costed, keep=keep, accuracy=accuracy, ssim=outcome.ssim, psnr=outcome.psnr)
+        return self.judge(measured)
 
     def train_and_attack(self, split: SplitModel, attack: AttackSpec, *, seed: int) -> tuple[float, AttackOutcome]:
         """Train the cloud NN, then attack the deployed split: ``(test accuracy, the attack's outcome)``."""
@@ -253,17 +364,12 @@ class _Search:
         split = self.build(chosen.layer, chosen.keep)
         accuracy, outcome = self.train_and_attack(split, self.spec.verify_attack, seed=self.spec.seed + 1)
         profile = split.profile(self.data.input_shape)
-        costs = {
-            "edge_flops": profile.edge_flops,
-            "edge_params": profile.edge_params,
-            "storage_bytes": profile.edge_params * FLOAT32_BYTES,
-        }
-        return {
+        return {  # the verdicts are added by judge_verification
             "attack": self.spec.verify_attack.model_dump(mode="json"),
             "accuracy": accuracy,
             "ssim": outcome.ssim,
             "psnr": outcome.psnr,
-            **costs,
-            "within_budget": within_budget(self.spec.constraints, **costs),
-            "meets_privacy": meets_privacy(self.spec.constraints, outcome.ssim),
+            "edge_flops": profile.edge_flops,
+            "edge_params": profile.edge_params,
+            "storage_bytes": profile.edge_params * FLOAT32_BYTES,
         }

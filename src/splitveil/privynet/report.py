@@ -1,11 +1,12 @@
-"""A plan on disk: ``plan.json`` (chosen, verification, candidates), ``candidates.jsonl`` and the spec."""
+"""A plan on disk: ``plan.json`` (chosen, verification, candidates), ``candidates.jsonl`` and the spec
+(the measurements themselves live in the plan's study, ``study.db``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from splitveil.privynet.planner import Candidate, Plan
+from splitveil.privynet.planner import Plan
 from splitveil.privynet.spec import PlanSpec
 
 PLAN_FILE = "plan.json"
@@ -36,20 +37,6 @@ def write_plan(plan: Plan, spec: PlanSpec, out: str | Path) -> Path:
     record = {"measurement_key": spec.measurement_key(), "constraints": spec.constraints.model_dump(), **plan.as_dict()}
     path.write_text(json.dumps(record, indent=2))
     return path
-
-
-def measured_candidates(spec: PlanSpec, out: str | Path) -> list[Candidate]:
-    """The candidates measured by an earlier plan in ``out`` with the same measurements (else none)."""
-    path = Path(out) / PLAN_FILE
-    if not path.is_file():
-        return []
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return []  # a damaged plan is simply measured again
-    if record.get("measurement_key") != spec.measurement_key():
-        return []
-    return [Candidate(**candidate) for candidate in record.get("candidates", [])]
 
 
 def cell(value: object) -> str:

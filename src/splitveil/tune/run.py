@@ -27,6 +27,7 @@ from splitveil.checkpoint import CheckpointCache
 from splitveil.config import write_resolved
 from splitveil.data import load_dataset
 from splitveil.experiment import check_cuts, train_or_load
+from splitveil.tune.engine import requeue_interrupted
 from splitveil.tune.recommend import no_feasible_trial, rank_measured, rank_verified, recommendation
 from splitveil.tune.report import StudyOutcome, write_outcome
 from splitveil.tune.space import affordable, placements
@@ -38,7 +39,6 @@ from splitveil.tune.study import (
     open_study,
     point_key,
     refuse_another_search,
-    requeue_interrupted,
     run_search,
 )
 from splitveil.tune.verify import VERIFY_DIR, Verified, verify_points

@@ -2,11 +2,12 @@
 
 The run directory is a bench run directory (its SQLite store holds every trial's cells, so the
 bench's status, report and ``results.jsonl`` work on it) plus the study's own SQLite storage,
-``study.db``. Each round asks for up to ``parallel`` trials, expands them into deploy and attack
-cells and runs those on the executor (the local pool or Ray), then tells the study each trial's
-objectives and constraints. A killed run leaves finished trials in ``study.db`` and finished cells
-in the store: the next run counts the former, gives each interrupted trial's parameters to a new
-trial, and the store skips whatever cells that trial had finished.
+``study.db``, kept by the search engine shared with the PrivyNet planner (:mod:`splitveil.tune.engine`).
+Each round asks for up to ``parallel`` trials, expands them into deploy and attack cells and runs
+those on the executor (the local pool or Ray), then tells the study each trial's objectives and
+constraints. A killed run leaves finished trials in ``study.db`` and finished cells in the store:
+the next run counts the former, gives each interrupted trial's parameters to a new trial, and the
+store skips whatever cells that trial had finished.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from splitveil.bench.store import ResultStore, error_headline
 from splitveil.checkpoint import CheckpointCache, config_hash
 from splitveil.config import DefenseSpec, ExperimentSpec
 from splitveil.errors import ConfigError
+from splitveil.tune import engine
 from splitveil.tune.space import Placement, Point, sample_point
 from splitveil.tune.spec import Objective, TuneSpec
 
 if TYPE_CHECKING:
     import optuna
 
-STUDY_FILE = "study.db"
 STUDY_NAME = "tune"
 _DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {
     "accuracy": "maximize",
@@ -70,49 +71,32 @@ class Search:
 
 def refuse_another_search(spec: TuneSpec, out: Path) -> None:
     """Refuse ``out`` when it holds a study of another search; reads only, so call it before writing there."""
-    if not (out / STUDY_FILE).exists():
-        return
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(out))
-    except KeyError:  # the file was created, the study not yet
-        return
-    recorded = study.user_attrs.get("search")
-    if recorded is not None and recorded != search_identity(spec):
-        raise ConfigError(
-            f"{out} holds a study of another search space, budget or attack set; "
-            "run this spec with a new --out directory (only tune.trials, parallel and verify may change)"
-        )
+    engine.refuse_another_search(
+        out,
+        name=STUDY_NAME,
+        identity=search_identity(spec),
+        advice="run this spec with a new --out directory (only tune.trials, parallel and verify may change)",
+    )
 
 
 def open_study(spec: TuneSpec, out: Path) -> optuna.Study:
     """The study in ``out/study.db``, created or resumed (:func:`refuse_another_search` has checked it)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run reports its own progress
     samplers = {
         "tpe": optuna.samplers.TPESampler,
         "nsga2": optuna.samplers.NSGAIISampler,
         "random": optuna.samplers.RandomSampler,
     }
-    study = optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=_storage(out),
+    sampler = samplers[spec.tune.sampler]
+    return engine.open_study(
+        out,
+        name=STUDY_NAME,
         directions=[_DIRECTIONS[objective] for objective in spec.tune.objectives],
-        load_if_exists=True,
+        identity=search_identity(spec),
+        sampler=lambda seed: sampler(seed=seed),
+        seed=spec.seed,
     )
-    # Seeded by the spec and by how far the study got: a resumed run draws new points, where the spec's
-    # seed alone would replay the first run's random start-up draws (the same points, measured again).
-    study.sampler = samplers[spec.tune.sampler](seed=spec.seed + len(study.trials))
-    if "search" not in study.user_attrs:
-        study.set_user_attr("search", search_identity(spec))
-    return study
-
-
-def _storage(out: Path) -> str:
-    return f"sqlite:///{(out / STUDY_FILE).resolve()}"
 
 
 def search_identity(spec: TuneSpec) -> str:
@@ -124,57 +108,29 @@ def search_identity(spec: TuneSpec) -> str:
     return config_hash(settings)
 
 
-def requeue_interrupted(study: optuna.Study) -> int:
-    """Give each trial a killed run left running to a new trial with the same parameters; returns how many."""
-    from optuna.trial import TrialState
-
-    interrupted = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for trial in interrupted:
-        # Failed first: a kill between the two steps then loses the copy (a new point is drawn
-        # instead), where the other order would leave a copy queued and the original running.
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})
-    return len(interrupted)
-
-
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that count towards ``tune.trials``: finished ones, and those an error failed (a cell's,
-    or the sampled point's), except a failure that a later trial resumes (it counts once, there)."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    resumed = {trial.user_attrs.get("resumes") for trial in trials}
-    return sum(
-        1
-        for trial in trials
-        if trial.state == TrialState.COMPLETE
-        or (trial.state == TrialState.FAIL and "error" in trial.user_attrs and trial.number not in resumed)
-    )
-
-
 def run_search(search: Search, study: optuna.Study, fits: list[Placement], *, trials: int, parallel: int) -> list[Cell]:
     """Run trials until ``trials`` count; returns the cells of every measured trial (for the run's results)."""
-    while (done := counted_trials(study)) < trials:
-        batch, points = [], []
-        for trial in (study.ask() for _ in range(min(parallel, trials - done))):
-            try:
-                point = sample_point(trial, fits)
-            except ConfigError as exc:  # a sampled value the defense refuses: this trial fails, the study goes on
-                _fail(search, study, trial, str(exc), f"trial {trial.number}: sampled settings refused: {exc}")
-                continue
-            trial.set_user_attr("cut", point.cut)
-            trial.set_user_attr("defense", point.defense.model_dump(mode="json"))
-            batch.append(trial)
-            points.append(point)
-        if not points:
-            continue
+
+    def sample(trial: optuna.Trial) -> Point:
+        point = sample_point(trial, fits)
+        trial.set_user_attr("cut", point.cut)
+        trial.set_user_attr("defense", point.defense.model_dump(mode="json"))
+        return point
+
+    def evaluate(batch: list[tuple[optuna.Trial, Point]]) -> None:
+        points = [point for _, point in batch]
         run_cell_batch(
             search.experiment, cells_of(search.experiment, points), search.out, store=search.store,
             runner=search.runner, cache=search.cache, progress=search.progress,
         )  # fmt: skip
         measured = _measure(search, points)
-        for trial, point in zip(batch, points, strict=True):
+        for trial, point in batch:
             _tell(search, study, trial, point, measured)
+
+    def refused(trial: optuna.Trial, exc: ConfigError) -> None:
+        search.report(f"trial {trial.number}: sampled settings refused: {exc}")
+
+    engine.run_trials(study, trials=trials, parallel=parallel, sample=sample, evaluate=evaluate, refused=refused)
     return cells_of(search.experiment, completed_points(study))
 
 
@@ -267,11 +223,7 @@ def _tell(search: Search, study: optuna.Study, trial: optuna.Trial, point: Point
 
 
 def _fail(search: Search, study: optuna.Study, trial: optuna.Trial, error: str, line: str) -> None:
-    """Record why ``trial`` failed (it then counts towards ``tune.trials``) and tell the study."""
-    from optuna.trial import TrialState
-
-    trial.set_user_attr("error", error)
-    study.tell(trial, state=TrialState.FAIL)
+    engine.fail_trial(study, trial, error)
     search.report(line)
 
 

@@ -73,6 +73,8 @@ def verify_points(
     for seed in spec.tune.verify.attack_seeds:
         attacks = [attack.model_dump(mode="json") for attack in spec.tune.verify.attacks]
         audit = {**spec.audit.model_dump(mode="json"), "attack_seed": seed}
+        if spec.tune.verify.targets is not None:
+            audit["targets"] = spec.tune.verify.targets
         experiment = spec.experiment(attacks=attacks, audit=audit)
         directory = out / VERIFY_DIR / f"seed-{seed}"
         cells = cells_of(experiment, points)

@@ -1,9 +1,9 @@
-"""The study's bookkeeping on an in-memory Optuna study: what counts towards tune.trials after a kill."""
+"""The search engine's bookkeeping on an in-memory Optuna study: what counts towards the total after a kill."""
 
 import optuna
 from optuna.trial import TrialState
 
-from splitveil.tune.study import counted_trials, requeue_interrupted
+from splitveil.tune.engine import counted_trials, requeue_interrupted
 
 
 def _study() -> optuna.Study:
