@@ -279,23 +279,18 @@ class _Search:
                 for selection in self.spec.selections:
                     if selection == "attacker" and count == width and "random" in self.spec.selections:
                         continue  # keeping every channel: the same topology as the random one
-                    candidates.append(Candidate(layer=layer, channels=count, selection=selection, keep=[], **costs))
+                    costed = Candidate(layer, count, selection, keep=[], within_budget=False, **costs)
+                    candidates.append(self.judge(costed))
         return candidates
 
     def costs(self, layer: str, keep: list[int]) -> dict[str, Any]:
+        """The device-side costs of ``layer`` keeping ``keep`` (the budget verdict is :meth:`judge`'s)."""
         profile = self.build(layer, keep).profile(self.data.input_shape)
-        storage_bytes = profile.edge_params * FLOAT32_BYTES
         return {
             "edge_flops": profile.edge_flops,
             "edge_params": profile.edge_params,
-            "storage_bytes": storage_bytes,
+            "storage_bytes": profile.edge_params * FLOAT32_BYTES,
             "feature_bytes": profile.feature_bytes,
-            "within_budget": within_budget(
-                self.spec.constraints,
-                edge_flops=profile.edge_flops,
-                edge_params=profile.edge_params,
-                storage_bytes=storage_bytes,
-            ),
         }
 
     def channels(self, candidate: Candidate) -> list[int]:
