@@ -4,9 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from splitveil.blocks.bounded_noise import BoundedNoise
+from splitveil.blocks.noise_source import use_noise_source
 from splitveil.errors import InvalidCutError
 from splitveil.models import MODELS, create_model
-from splitveil.split import SplitModel, cut, valid_cuts
+from splitveil.split import SplitModel, cut, trace, valid_cuts
 
 SHAPES = {"gray28": (1, 28, 28), "rgb32": (3, 32, 32)}
 
@@ -115,3 +117,15 @@ def test_untraceable_model_is_a_clear_error():
 
     with pytest.raises(InvalidCutError, match="cannot trace DataDependent"):
         cut(DataDependent(), at="neg")
+
+
+def test_a_stochastic_block_traces_as_one_module_that_still_takes_its_noise_source():
+    # Traced through, BoundedNoise fails on its shape arithmetic and its draw would freeze its source.
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), BoundedNoise(bound=1.0, relative_std=0.5))
+    traced = trace(model)
+    assert [n.target for n in traced.graph.nodes if n.op == "call_module"] == ["0", "1"]
+    x = torch.rand(2, 1, 6, 6)
+    assert use_noise_source(traced, torch.Generator().manual_seed(3)) == 1
+    first = traced(x)
+    use_noise_source(traced, torch.Generator().manual_seed(3))
+    assert torch.equal(traced(x), first)  # the source set after tracing is the one drawn from

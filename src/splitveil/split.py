@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import fx, nn
 
+from splitveil.blocks.noise_source import draws_noise
 from splitveil.errors import InvalidCutError
 
 if TYPE_CHECKING:  # profile imports this module, so the real import waits until profile() runs
@@ -69,12 +70,25 @@ class _CutPlan:
     cloud_nodes: list[fx.Node]
 
 
+class _Tracer(fx.Tracer):
+    """fx's tracer, keeping every stochastic block (noise, dropout) as one module call.
+
+    Traced through, a block's draw would be frozen with the noise source it had at tracing time, and
+    :func:`~splitveil.blocks.noise_source.use_noise_source` (the edge client's secure source, the
+    audit's seeded one) could no longer reach it. Kept whole, it also traces whatever its shape
+    arithmetic is (a salted layer placed after bounded noise traces the noised edge).
+    """
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return draws_noise(m) or super().is_leaf_module(m, module_qualified_name)
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace ``model``; untraceable control flow becomes a clear error."""
     if isinstance(model, fx.GraphModule):
         return model
     try:
-        return fx.symbolic_trace(model)
+        return fx.GraphModule(model, _Tracer().trace(model), type(model).__name__)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, ...)
         raise InvalidCutError(
             f"cannot trace {type(model).__name__} with torch.fx ({exc}); make data-dependent "

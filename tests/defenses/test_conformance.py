@@ -12,7 +12,21 @@ from splitveil.train import Batch, TrainHook, fit
 
 from .conftest import images, tiny_config, tiny_split
 
-NAMES = DEFENSES.names()
+#: Every registered defense with its defaults, and configured cases the defaults leave untested: a
+#: stack of an input defense, noise and the salt (output privacy stacks last).
+CASES: dict[str, tuple[str, dict[str, object]]] = {
+    **{name: (name, {}) for name in DEFENSES.names()},
+    "stack:nopeek+bounded-noise+salted": (
+        "stack",
+        {"layers": [{"name": "nopeek"}, {"name": "bounded-noise"}, {"name": "salted", "strength": 2.0}]},
+    ),
+}
+NAMES = list(CASES)
+
+
+def build(case: str, strength: float) -> Defense:
+    name, options = CASES[case]
+    return create_defense(name, strength=strength, **options)
 #: A positive strength valid for every defense (feature-dropout needs < 1).
 STRENGTH = 0.3
 
@@ -25,7 +39,7 @@ def test_the_baseline_defenses_are_registered() -> None:
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_zero_strength_apply_is_the_identity(name: str, mode: str) -> None:
     split = tiny_split()
-    defended = create_defense(name, strength=0).apply(split)
+    defended = build(name, 0).apply(split)
     split.train(mode == "train")
     defended.train(mode == "train")
     x = images(4)
@@ -39,7 +53,7 @@ def test_zero_strength_apply_is_the_identity(name: str, mode: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_zero_strength_loss_terms_add_exactly_nothing(name: str) -> None:
     split = tiny_split().train()
-    defense = create_defense(name, strength=0)
+    defense = build(name, 0)
     x = images(8)
     z, logits = defense.apply(split).forward_with_features(x)
     terms = defense.loss_terms(Batch(x, torch.zeros(8, dtype=torch.int64)), z, logits)
@@ -53,7 +67,7 @@ def test_zero_strength_loss_terms_add_exactly_nothing(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_positive_strength_runs_and_is_finite(name: str) -> None:
     split = tiny_split()
-    defense = create_defense(name, strength=STRENGTH)
+    defense = build(name, STRENGTH)
     defended = defense.apply(split)
     x = images(8)
     for training in (True, False):
@@ -70,7 +84,7 @@ def test_positive_strength_runs_and_is_finite(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_trains_one_epoch_in_the_loop(name: str, tiny_data) -> None:
-    defense = create_defense(name, strength=STRENGTH)
+    defense = build(name, STRENGTH)
     model = defense.apply(tiny_split())
     result = fit(
         model, tiny_data, tiny_config(), seed=0, loss_terms=[defense.loss_terms], hooks=defense.hooks(), progress=False
@@ -81,23 +95,23 @@ def test_trains_one_epoch_in_the_loop(name: str, tiny_data) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_describe_names_the_defense_and_its_strength(name: str) -> None:
-    description = create_defense(name, strength=STRENGTH).describe()
-    assert description["defense"] == name and description["strength"] == STRENGTH
-    assert isinstance(DEFENSES.create(name, strength=STRENGTH), Defense)
+    description = build(name, STRENGTH).describe()
+    assert description["defense"] == CASES[name][0] and description["strength"] == STRENGTH
+    assert isinstance(DEFENSES.create(CASES[name][0], strength=STRENGTH, **CASES[name][1]), Defense)
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("strength", [-0.1, float("nan"), float("inf")])
 def test_invalid_strength_is_a_clear_value_error(name: str, strength: float) -> None:
     with pytest.raises(ValueError, match="strength"):
-        create_defense(name, strength=strength)
+        build(name, strength)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_apply_does_not_change_the_given_split(name: str) -> None:
     split = tiny_split().eval()
     edge, cloud = split.edge, split.cloud
-    defended = create_defense(name, strength=STRENGTH).apply(split)
+    defended = build(name, STRENGTH).apply(split)
     assert split.edge is edge and split.cloud is cloud
     assert defended.cloud is cloud and defended.cut_name == split.cut_name
     assert not defended.training  # the deployed split keeps the mode it was given

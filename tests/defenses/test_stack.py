@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from splitveil.blocks.bounded_noise import BoundedNoise
+from splitveil.client_side import DeviceSide
 from splitveil.defenses import FeatureDropout, create_defense
 from splitveil.defenses.base import Defense
 from splitveil.errors import ConfigError
 from splitveil.split import SplitModel
 from splitveil.train import Batch
 
-from .conftest import images, tiny_split
+from .conftest import NUM_CLASSES, images, tiny_split
 from .test_client_side import AddSecret
 
 LAYERS = [
@@ -53,7 +54,6 @@ def test_describe_records_the_layers_so_a_bundle_rebuilds_the_same_stack():
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
-        ({"name": "salted"}, "salted keeps device secrets in its options and cannot be stacked yet"),
         ({"name": "stack"}, "is not a defense to stack"),
         ({"name": "gausian-noise"}, "is not a defense to stack; choose one of"),
         ({"name": "nopeek", "weight": 2}, "unknown key"),
@@ -64,6 +64,23 @@ def test_describe_records_the_layers_so_a_bundle_rebuilds_the_same_stack():
 def test_a_bad_layer_is_one_clear_error(layer, message):
     with pytest.raises(ConfigError, match=message):
         create_defense("stack", strength=1.0, layers=[layer])
+
+
+def test_salted_goes_last_so_the_client_keeps_its_salt_and_decodes_the_answer():
+    with pytest.raises(ConfigError, match=r"layer 0 \(salted\) keeps device secrets .* put it last"):
+        create_defense("stack", strength=1.0, layers=[{"name": "salted"}, {"name": "bounded-noise"}])
+    stack = create_defense("stack", strength=1.0, layers=[{"name": "bounded-noise"}, {"name": "salted"}])
+    edge = stack.apply(tiny_split()).edge
+    assert DeviceSide(edge).num_secrets == NUM_CLASSES  # the salted edge is the one the client runs
+    assert any(isinstance(m, BoundedNoise) for m in edge.modules())  # with the input defense inside it
+
+
+def test_the_cloud_s_copy_of_a_stack_s_options_lacks_its_layers_secrets():
+    layers = [{"name": "bounded-noise"}, {"name": "salted", "options": {"key": "device-only", "scheme": "latin"}}]
+    options = create_defense("stack", strength=1.0, layers=layers).options()
+    public = type(create_defense("stack", strength=1.0, layers=[])).public_options(options)
+    assert "key" not in public["layers"][1]["options"] and public["layers"][1]["options"]["scheme"] == "latin"
+    assert public["layers"][0] == options["layers"][0] and options["layers"][1]["options"]["key"] == "device-only"
 
 
 def test_a_layer_s_own_option_errors_surface_through_the_stack():

@@ -7,6 +7,7 @@ import torch
 
 from splitveil.config import DefenseSpec
 from splitveil.errors import CheckpointError
+from splitveil.seeding import seeded
 from splitveil.serve import load_half
 
 
@@ -52,16 +53,39 @@ def test_a_stack_records_its_pruning_layer_s_change_and_the_bundle_replays_it(ma
     assert sum(p.numel() for p in edge.parameters()) == sum(p.numel() for p in deployed.split.edge.parameters())
 
 
-def test_salt_key_stays_in_the_edge_half(make_bundle, tiny_data):
-    salted = DefenseSpec(name="salted", strengths=[0.5], options={"key": "client-secret-42"}, epochs=1)
-    out, deployed = make_bundle(salted, 0.5)
+SECRET = "client-secret-42"
+SALTED_ALONE = DefenseSpec(name="salted", strengths=[0.5], options={"key": SECRET}, epochs=1)
+SALTED_LAST_IN_A_STACK = DefenseSpec(  # input privacy from the noise, output privacy from the salt
+    name="stack",
+    strengths=[1.0],
+    epochs=1,
+    options={
+        "layers": [
+            {"name": "bounded-noise", "strength": 0.2},
+            {"name": "salted", "strength": 0.5, "options": {"key": SECRET}},
+        ]
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("salted", "edge_key"),
+    [
+        (SALTED_ALONE, lambda defense: defense["options"]["key"]),
+        (SALTED_LAST_IN_A_STACK, lambda defense: defense["options"]["layers"][1]["options"]["key"]),
+    ],
+    ids=["alone", "stacked"],
+)
+def test_salt_key_stays_in_the_edge_half(make_bundle, tiny_data, salted, edge_key):
+    out, deployed = make_bundle(salted, salted.strengths[0])
     cloud_files = b"".join(path.read_bytes() for path in (out / "cloud").iterdir())
-    assert b"client-secret-42" not in cloud_files
-    assert json.loads((out / "edge" / "meta.json").read_text())["defense"]["options"]["key"] == "client-secret-42"
+    assert SECRET.encode() not in cloud_files
+    assert edge_key(json.loads((out / "edge" / "meta.json").read_text())["defense"]) == SECRET
     edge, cloud = load_half(out, "edge").module, load_half(out, "cloud").module
     x, salt = tiny_data.test.images[:8], torch.arange(8) % 3
-    with torch.no_grad():
+    with torch.no_grad(), seeded(0):  # the stack's noise: the same draw on both sides
         expected = deployed.split.salted_forward(x, salt)[1]
+    with torch.no_grad(), seeded(0):
         assert torch.allclose(cloud(edge(x, salt)), expected, atol=1e-6)
 
 

@@ -46,11 +46,16 @@ def uniform_like(x: torch.Tensor, source: NoiseSource, low: float = 0.0, high: f
     return torch.empty_like(x).uniform_(low, high, generator=generator)
 
 
+def draws_noise(module: nn.Module) -> bool:
+    """Whether ``module`` is a stochastic block (it has a ``noise_source``)."""
+    return hasattr(module, "noise_source")
+
+
 def use_noise_source(module: nn.Module, source: NoiseSource) -> int:
     """Make every stochastic block inside ``module`` draw from ``source``; how many blocks there are."""
     if not (source is None or source == "secure" or isinstance(source, torch.Generator)):
         raise ValueError(f"a noise source is None, 'secure' or a torch.Generator, not {source!r}")
-    blocks = [cast(_DrawsNoise, block) for block in module.modules() if hasattr(block, "noise_source")]
+    blocks = [cast(_DrawsNoise, block) for block in module.modules() if draws_noise(block)]
     for block in blocks:
         block.noise_source = source
     return len(blocks)

@@ -13,7 +13,7 @@ every registered defense).
 from __future__ import annotations
 
 from abc import ABC
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -87,6 +87,11 @@ class Defense(ABC):  # noqa: B024 (every method has a default; subclasses overri
                 f"{self._label()} keeps option(s) {', '.join(missing)} under other names; override options()"
             )
         return {name: getattr(self, name) for name in names}
+
+    @classmethod
+    def public_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` as the cloud may see them: without the :attr:`client_options` (a bundle's cloud half)."""
+        return {name: value for name, value in options.items() if name not in cls.client_options}
 
     def describe(self) -> dict[str, object]:
         """Name and settings, recorded with every result and in checkpoint cache keys."""

@@ -14,6 +14,11 @@ Each layer's strength (default 1) is multiplied by the stack's, so strength 0 is
 ``strengths`` list sweeps the whole stack. The layers apply in order (the first wraps the split, the
 next wraps that), their loss terms add up (named ``layer<i>.<term>``), their hooks all run, and their
 structural changes are replayed in order when a bundle loads. The stack trains when any layer does.
+
+A layer that keeps a secret on the device (``salted``, output privacy) must come last, so that its
+edge is the one the client runs: ``[siftfunnel, bounded-noise, salted]`` hides the input behind the
+funnel and the noise and the answer behind the salt. A bundle's cloud half gets every layer's options
+without its client secrets (:meth:`Defense.public_options`).
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ class StackDefense(Defense):
         super().__init__(strength=strength)
         # Each layer's shape is checked below, where the message can show a layer as it should be.
         self.layers = [_checked_layer(index, layer) for index, layer in enumerate(layers or [])]
+        for index, layer in enumerate(self.layers[:-1]):
+            if _layer_class(layer).client_options:
+                # Its edge keeps the secret on the device (salted decodes the answer there); a layer
+                # wrapped around that edge would hide it from the client.
+                raise ConfigError(
+                    f"stack: layer {index} ({layer['name']}) keeps device secrets in its options; "
+                    "put it last, after the input defenses"
+                )
         self.defenses = [
             create_defense(layer["name"], strength=self.strength * layer["strength"], **layer["options"])
             for layer in self.layers
@@ -73,6 +86,14 @@ class StackDefense(Defense):
                 for layer, defense in zip(self.layers, self.defenses, strict=True)
             ]
         }
+
+    @classmethod
+    def public_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Every layer's options without its client secrets (a stacked salted layer's key)."""
+        layers = options.get("layers")
+        if not isinstance(layers, list):
+            return dict(options)
+        return {**options, "layers": [_public_layer(layer) for layer in layers]}
 
     def loss_terms(self, batch: Batch, z: torch.Tensor | None, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
@@ -112,17 +133,26 @@ def _checked_layer(index: int, layer: object) -> dict[str, Any]:
     name, strength, options = layer.get("name"), layer.get("strength", 1.0), layer.get("options", {})
     if name not in DEFENSES or name in ("none", "stack"):
         raise ConfigError(f"{where}: {name!r} is not a defense to stack; choose one of: {', '.join(_stackable())}")
-    if cast(type[Defense], DEFENSES.get(str(name))).client_options:  # defenses register Defense classes
-        # Its options hold a device secret (salted's key) that the cloud's copy of the stack's options
-        # would carry: the bundle strips a defense's own secrets, not a stack's layers'. Not supported yet.
-        raise ConfigError(
-            f"{where}: {name} keeps device secrets in its options and cannot be stacked yet; deploy it alone"
-        )
     if isinstance(strength, bool) or not isinstance(strength, int | float) or not strength >= 0:
         raise ConfigError(f"{where} ({name}): strength must be a number >= 0, got {strength!r}")
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where} ({name}): options must be a mapping, got {options!r}")
     return {"name": name, "strength": float(strength), "options": dict(options)}
+
+
+def _layer_class(layer: Mapping[str, Any]) -> type[Defense]:
+    return cast(type[Defense], DEFENSES.get(str(layer["name"])))  # defenses register Defense classes
+
+
+def _public_layer(layer: object) -> object:
+    """A layer's mapping without its defense's client options (anything malformed is left to the checks)."""
+    if (
+        not isinstance(layer, Mapping)
+        or layer.get("name") not in DEFENSES
+        or not isinstance(layer.get("options"), Mapping)
+    ):
+        return layer
+    return {**layer, "options": _layer_class(layer).public_options(dict(layer["options"]))}
 
 
 def _stackable() -> list[str]:

@@ -215,5 +215,5 @@ def _without_secrets(defense: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     from splitveil.defenses import DEFENSES
 
-    secrets = typing.cast(type[Defense], DEFENSES.get(defense["name"])).client_options  # defenses register classes
-    return {**defense, "options": {k: v for k, v in defense["options"].items() if k not in secrets}}
+    defense_class = typing.cast(type[Defense], DEFENSES.get(defense["name"]))  # defenses register classes
+    return {**defense, "options": defense_class.public_options(defense["options"])}
