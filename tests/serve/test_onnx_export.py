@@ -125,10 +125,22 @@ def test_a_secure_session_draws_a_stream_the_cloud_cannot_replay(tmp_path) -> No
 
 # pool1's 14x14 map is not a whole number of 4x4 salt tiles: the maps are cropped, a shape the export
 # must compute as torch does.
-@pytest.mark.parametrize("salt_at", [None, "pool1"])
-def test_the_salt_is_an_input_of_the_edge_graph(tmp_path, salt_at: str | None) -> None:
+# Stacked last after an input defense (a funnel), the salt is an input of the edge graph all the same.
+@pytest.mark.parametrize(
+    ("salt_at", "stacked_after"),
+    [(None, None), ("pool1", None), (None, {"name": "siftfunnel", "options": {"funnel_channels": 4, "replace_last_conv": True}})],
+    ids=["first-point", "pool1", "after-a-funnel"],
+)
+def test_the_salt_is_an_input_of_the_edge_graph(tmp_path, salt_at: str | None, stacked_after: dict | None) -> None:
     torch.manual_seed(0)
-    salted = create_defense("salted", strength=0.5, num_classes=10, **({"salt_at": salt_at} if salt_at else {}))
+    salt_options = {"num_classes": 10, **({"salt_at": salt_at} if salt_at else {})}
+    salted = (
+        create_defense("salted", strength=0.5, **salt_options)
+        if stacked_after is None
+        else create_defense(
+            "stack", strength=1.0, layers=[stacked_after, {"name": "salted", "strength": 0.5, "options": salt_options}]
+        )
+    )
     split = salted.apply(cut(create_model("he-cnn").eval(), "relu22"))
     x = _images(6, (1, 28, 28))
     halves = export_onnx(split, tmp_path, samples=x, metadata=METADATA)
