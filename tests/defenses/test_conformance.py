@@ -27,6 +27,8 @@ NAMES = list(CASES)
 def build(case: str, strength: float) -> Defense:
     name, options = CASES[case]
     return create_defense(name, strength=strength, **options)
+
+
 #: A positive strength valid for every defense (feature-dropout needs < 1).
 STRENGTH = 0.3
 

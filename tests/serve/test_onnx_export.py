@@ -128,7 +128,11 @@ def test_a_secure_session_draws_a_stream_the_cloud_cannot_replay(tmp_path) -> No
 # Stacked last after an input defense (a funnel), the salt is an input of the edge graph all the same.
 @pytest.mark.parametrize(
     ("salt_at", "stacked_after"),
-    [(None, None), ("pool1", None), (None, {"name": "siftfunnel", "options": {"funnel_channels": 4, "replace_last_conv": True}})],
+    [
+        (None, None),
+        ("pool1", None),
+        (None, {"name": "siftfunnel", "options": {"funnel_channels": 4, "replace_last_conv": True}}),
+    ],
     ids=["first-point", "pool1", "after-a-funnel"],
 )
 def test_the_salt_is_an_input_of_the_edge_graph(tmp_path, salt_at: str | None, stacked_after: dict | None) -> None:
