@@ -136,6 +136,39 @@ def test_a_warm_up_longer_than_the_training_is_refused_when_the_spec_loads():
         parse_spec({**SPEC.model_dump(), "defenses": [{"name": "nopeek", "strengths": [1], "warmup_epochs": 3}]})
 
 
+def test_task_only_epochs_and_warm_up_together_must_fit_in_the_training():
+    with pytest.raises(ConfigError, match="task_only_epochs=2 and warmup_epochs=1 add up to more than its 2"):
+        parse_spec(
+            {
+                **SPEC.model_dump(),
+                "defenses": [
+                    {"name": "nopeek", "strengths": [1], "epochs": 2, "task_only_epochs": 2, "warmup_epochs": 1}
+                ],
+            }
+        )
+
+
+def test_task_only_epochs_delay_the_defense_s_terms_and_join_the_cache_key(trained, cache, tiny_data, monkeypatch):
+    import splitveil.deploy as deploy_module
+    from splitveil.train import fit as real_fit
+
+    seen = {}
+
+    def recording_fit(model, data, config, *, hooks=(), loss_terms=(), **options):
+        seen["config"], seen["hooks"] = config, list(hooks)
+        return real_fit(model, data, config, hooks=hooks, loss_terms=loss_terms, **options)
+
+    monkeypatch.setattr(deploy_module, "fit", recording_fit)
+    plain = DefenseSpec(name="nopeek", strengths=[1.0], epochs=2)
+    delayed = DefenseSpec(name="nopeek", strengths=[1.0], epochs=2, task_only_epochs=1)
+    first = deploy(SPEC, trained, "relu22", plain, 1.0, cache=cache, progress=False)
+    second = deploy(SPEC, trained, "relu22", delayed, 1.0, cache=cache, progress=False)
+    assert not first.from_cache and not second.from_cache  # the delay is in the cache key
+    warmup = next(h for h in seen["hooks"] if isinstance(h, WarmUp))
+    assert (warmup.delay, warmup.steps) == (steps_per_epoch(tiny_data, seen["config"]), 0)
+    assert warmup.factor == 1.0  # the terms were on for the second epoch
+
+
 def test_distillation_from_the_undefended_model_joins_the_defense_s_training(trained, cache, tiny_data, monkeypatch):
     import splitveil.deploy as deploy_module
     from splitveil.train import Batch

@@ -160,6 +160,25 @@ def test_warm_up_ramps_loss_terms_from_zero_to_full_weight_over_its_steps(tiny_d
     assert set(weights[steps:]) == {1.0} and len(weights) == 2 * steps
 
 
+def test_a_delayed_warm_up_holds_the_terms_at_zero_then_ramps(tiny_data):
+    from splitveil.train import WarmUp, steps_per_epoch
+
+    config = TrainConfig(epochs=3, batch_size=16, lr=3e-3)
+    per_epoch = steps_per_epoch(tiny_data, config)
+    warmup = WarmUp(per_epoch, delay=per_epoch)  # one epoch of the task alone, one of ramp, one at full weight
+    weights = []
+
+    def record(batch, z, logits):
+        weights.append(float(warmup.scaled(lambda *_: {"one": torch.ones(())})(batch, z, logits)["one"]))
+        return {}
+
+    fit(_lenet(), tiny_data, config, loss_terms=[record], hooks=[warmup], seed=0, progress=False)
+    assert set(weights[:per_epoch]) == {0.0} and len(weights) == 3 * per_epoch
+    ramp = weights[per_epoch : 2 * per_epoch]
+    assert ramp[0] == 0.0 and all(a < b for a, b in zip(ramp, ramp[1:], strict=False))
+    assert set(weights[2 * per_epoch :]) == {1.0}
+
+
 def test_distillation_is_zero_on_the_teacher_s_own_logits_and_trains_only_the_student():
     from splitveil.train import Batch, distillation
 

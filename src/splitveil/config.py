@@ -134,6 +134,11 @@ class DefenseSpec(_Strict):
     warmup_epochs: float = Field(
         default=0.0, ge=0, description="epochs over which the defense's loss terms ramp linearly from 0 to full weight"
     )
+    task_only_epochs: float = Field(
+        default=0.0,
+        ge=0,
+        description="epochs trained on the task alone before the defense's loss terms switch on (then warm-up)",
+    )
     distill: float = Field(
         default=0.0, ge=0, allow_inf_nan=False, description="weight of distillation from the undefended model's logits"
     )
@@ -296,6 +301,12 @@ class ExperimentSpec(_Strict):
                 raise ValueError(
                     f"defense {defense.display_name!r}: warmup_epochs={defense.warmup_epochs:g} is longer than its "
                     f"{epochs} training epochs, so its loss terms would never reach full weight; give at most {epochs}"
+                )
+            if defense.task_only_epochs + defense.warmup_epochs > epochs:
+                raise ValueError(
+                    f"defense {defense.display_name!r}: task_only_epochs={defense.task_only_epochs:g} and "
+                    f"warmup_epochs={defense.warmup_epochs:g} add up to more than its {epochs} training epochs, so "
+                    f"its loss terms would never reach full weight; make them add up to at most {epochs}"
                 )
         return self
 

@@ -103,6 +103,8 @@ def defended_cache_key(
             "warmup_epochs": defense_spec.warmup_epochs,
             "distill": defense_spec.distill,
             "distill_temperature": defense_spec.distill_temperature if defense_spec.distill > 0 else None,
+            # only when set, so that the checkpoints cached before the field existed keep their keys
+            **({"task_only_epochs": defense_spec.task_only_epochs} if defense_spec.task_only_epochs > 0 else {}),
         }
     )
 
@@ -147,8 +149,11 @@ def _train_defended(
         )
     train: _FitOptions = {"seed": spec.seed, "loss_terms": [defense.loss_terms], "keep": "last", "progress": progress}
     hooks = defense.hooks()
-    if defense_spec.warmup_epochs > 0:
-        warmup = WarmUp(round(defense_spec.warmup_epochs * steps_per_epoch(trained.data, config)))
+    if defense_spec.warmup_epochs > 0 or defense_spec.task_only_epochs > 0:
+        per_epoch = steps_per_epoch(trained.data, config)
+        warmup = WarmUp(
+            round(defense_spec.warmup_epochs * per_epoch), delay=round(defense_spec.task_only_epochs * per_epoch)
+        )
         hooks = [warmup, *hooks]
         train = {**train, "loss_terms": [warmup.scaled(defense.loss_terms)]}
     if defense_spec.distill > 0:  # the undefended model teaches, in training and in fine-tuning after pruning

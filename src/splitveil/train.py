@@ -81,21 +81,29 @@ def distillation(teacher: nn.Module, *, weight: float, temperature: float) -> Lo
 
 
 class WarmUp(TrainHook):
-    """Ramps loss terms linearly from 0 to full weight over the first ``steps`` optimiser steps.
+    """Holds loss terms at 0 for the first ``delay`` optimiser steps, then ramps them linearly to full
+    weight over the next ``steps``.
 
     A defense's privacy terms at full weight from the first step can pull a model away from its task
-    before it has adapted to the defense; warming them up lets it adapt first. Pass it as a hook and
-    its :meth:`scaled` terms as loss terms.
+    before it has adapted to the defense; warming them up lets it adapt first. From scratch, a ramp
+    alone is not enough when the terms are scale-invariant (distance correlation, channel
+    correlation): on a freshly initialised edge the feature is tiny, so their gradients dwarf the
+    task's by orders of magnitude even at a small weight, and the edge collapses to a constant
+    feature, which minimises them all. ``delay`` steps of the task alone give the feature its scale
+    first. Pass it as a hook and its :meth:`scaled` terms as loss terms.
     """
 
-    def __init__(self, steps: int) -> None:
+    def __init__(self, steps: int, *, delay: int = 0) -> None:
         self.steps = steps
+        self.delay = delay
         self.taken = 0
 
     @property
     def factor(self) -> float:
-        """The weight of the terms at the current step: ``taken / steps``, at most 1."""
-        return 1.0 if self.steps <= 0 else min(1.0, self.taken / self.steps)
+        """The weight of the terms at the current step: 0 during the delay, then ``(taken − delay) / steps``, at most 1."""
+        if self.taken < self.delay:
+            return 0.0
+        return 1.0 if self.steps <= 0 else min(1.0, (self.taken - self.delay) / self.steps)
 
     def scaled(self, term: LossTerm) -> LossTerm:
         def warmed(batch: Batch, z: torch.Tensor | None, logits: torch.Tensor) -> dict[str, torch.Tensor]:

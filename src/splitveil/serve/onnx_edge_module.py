@@ -48,7 +48,8 @@ NEEDS_TORCH_EDGE = {
     Capability.EDGE_WEIGHTS: "the edge's weights and gradients (white-box)",
     Capability.EDGE_ARCHITECTURE: "the edge's architecture as a torch module to re-initialise",
 }
-#: The defense fields that decide a defended edge's weights (a spec's label and strengths list do not).
+#: The defense fields that decide a defended edge's weights (a spec's label and strengths list do not);
+#: ``task_only_epochs`` joins them when set, so that edges exported before it existed still match.
 DEFENSE_FIELDS = (
     "name",
     "retrain",
@@ -221,7 +222,8 @@ def deployment_record(deployment: Deployment) -> dict[str, Any]:
     defense = deployment.defense_spec.model_dump(mode="json")
     # The file records every option the defense resolved; those the spec sets must be among them.
     options = {f"defense.options.{key}": value for key, value in defense["options"].items()}
-    return {**record, **{f"defense.{key}": defense[key] for key in DEFENSE_FIELDS}, **options}
+    fields = [*DEFENSE_FIELDS, *(["task_only_epochs"] if defense["task_only_epochs"] > 0 else [])]
+    return {**record, **{f"defense.{key}": defense[key] for key in fields}, **options}
 
 
 def check_edge_metadata(path: str | Path, expected: dict[str, Any]) -> dict[str, Any]:
