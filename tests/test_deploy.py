@@ -148,6 +148,13 @@ def test_task_only_epochs_and_warm_up_together_must_fit_in_the_training():
         )
 
 
+def test_a_spec_without_task_only_epochs_dumps_as_before_the_field_existed():
+    # every run directory and cache fingerprint hashes this dump: a new field at its default must not move them
+    assert "task_only_epochs" not in DefenseSpec(name="nopeek", strengths=[1.0]).model_dump(mode="json")
+    delayed = DefenseSpec(name="nopeek", strengths=[1.0], epochs=2, task_only_epochs=1)
+    assert DefenseSpec.model_validate(delayed.model_dump(mode="json")) == delayed
+
+
 def test_task_only_epochs_delay_the_defense_s_terms_and_join_the_cache_key(trained, cache, tiny_data, monkeypatch):
     import splitveil.deploy as deploy_module
     from splitveil.train import fit as real_fit

@@ -179,6 +179,26 @@ def test_a_delayed_warm_up_holds_the_terms_at_zero_then_ramps(tiny_data):
     assert set(weights[2 * per_epoch :]) == {1.0}
 
 
+def test_a_delayed_warm_up_keeps_the_model_s_noise_silent_until_the_terms_switch_on(tiny_data):
+    from splitveil.blocks.noise_source import SILENT, draws_noise
+    from splitveil.defenses import create_defense
+    from splitveil.train import WarmUp, steps_per_epoch
+
+    split = create_defense("gaussian-noise", strength=1.0).apply(cut(_lenet(), at="pool1"))
+    config = TrainConfig(epochs=2, batch_size=16, lr=3e-3)
+    per_epoch = steps_per_epoch(tiny_data, config)
+    warmup = WarmUp(0, delay=per_epoch, quiet=split)
+    sources = []
+
+    def record(batch, z, logits):
+        sources.append({m.noise_source for m in split.modules() if draws_noise(m)})
+        return {}
+
+    fit(split, tiny_data, config, loss_terms=[record], hooks=[warmup], seed=0, progress=False)
+    assert sources[:per_epoch] == [{SILENT}] * per_epoch
+    assert sources[per_epoch:] == [{None}] * per_epoch  # the global stream again, as before training
+
+
 def test_distillation_is_zero_on_the_teacher_s_own_logits_and_trains_only_the_student():
     from splitveil.train import Batch, distillation
 

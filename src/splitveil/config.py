@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from splitveil.errors import ConfigError
 from splitveil.plugins import load_plugins, require_imported
@@ -111,6 +121,10 @@ class AttackSpec(_Strict):
         return self
 
 
+#: DefenseSpec fields added after run directories and caches were written; see its serializer.
+_LATER_DEFENSE_FIELDS = ("task_only_epochs",)
+
+
 class DefenseSpec(_Strict):
     """One defense of the sweep: every strength is a cell at every cut, against every attack.
 
@@ -143,6 +157,16 @@ class DefenseSpec(_Strict):
         default=0.0, ge=0, allow_inf_nan=False, description="weight of distillation from the undefended model's logits"
     )
     distill_temperature: float = Field(default=2.0, gt=0, allow_inf_nan=False, description="its softmax temperature")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_later_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Fields added after results were stored are left out of dumps at their default, so every
+        # fingerprint that hashes a dump (bench cells, checkpoints, run directories) stays as it was.
+        dumped: dict[str, Any] = handler(self)
+        for name in _LATER_DEFENSE_FIELDS:
+            if dumped.get(name) == type(self).model_fields[name].default:
+                dumped.pop(name, None)
+        return dumped
 
     def training(self, base: TrainConfig) -> TrainConfig:
         """``base`` (the spec's ``train``) with this defense's epochs, learning rate and schedule."""

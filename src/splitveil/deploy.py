@@ -152,7 +152,9 @@ def _train_defended(
     if defense_spec.warmup_epochs > 0 or defense_spec.task_only_epochs > 0:
         per_epoch = steps_per_epoch(trained.data, config)
         warmup = WarmUp(
-            round(defense_spec.warmup_epochs * per_epoch), delay=round(defense_spec.task_only_epochs * per_epoch)
+            round(defense_spec.warmup_epochs * per_epoch),
+            delay=round(defense_spec.task_only_epochs * per_epoch),
+            quiet=split,
         )
         hooks = [warmup, *hooks]
         train = {**train, "loss_terms": [warmup.scaled(defense.loss_terms)]}

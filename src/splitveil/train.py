@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitveil.blocks.noise_source import silence_noise
 from splitveil.config import TrainConfig
 from splitveil.data import DatasetSplits, ImageSet
 from splitveil.progress import progress_bar
@@ -90,13 +91,17 @@ class WarmUp(TrainHook):
     correlation): on a freshly initialised edge the feature is tiny, so their gradients dwarf the
     task's by orders of magnitude even at a small weight, and the edge collapses to a constant
     feature, which minimises them all. ``delay`` steps of the task alone give the feature its scale
-    first. Pass it as a hook and its :meth:`scaled` terms as loss terms.
+    first. Given ``quiet``, its noise blocks are silent during the delay too: a salted edge cannot
+    learn to carry its salt through strong noise from scratch, and learns it without. Pass it as a
+    hook and its :meth:`scaled` terms as loss terms.
     """
 
-    def __init__(self, steps: int, *, delay: int = 0) -> None:
+    def __init__(self, steps: int, *, delay: int = 0, quiet: nn.Module | None = None) -> None:
         self.steps = steps
         self.delay = delay
+        self.quiet = quiet
         self.taken = 0
+        self._restore_noise: Callable[[], None] | None = None
 
     @property
     def factor(self) -> float:
@@ -114,9 +119,14 @@ class WarmUp(TrainHook):
 
     def on_train_start(self, state: TrainState) -> None:
         self.taken = 0
+        if self.quiet is not None and self.delay > 0 and self._restore_noise is None:
+            self._restore_noise = silence_noise(self.quiet)
 
     def after_step(self, state: TrainState, batch: Batch, z: torch.Tensor | None) -> None:
         self.taken += 1
+        if self.taken >= self.delay and self._restore_noise is not None:
+            self._restore_noise()
+            self._restore_noise = None
 
 
 @dataclass(frozen=True)

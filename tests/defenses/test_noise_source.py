@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from splitveil.blocks.noise_source import randn_like, uniform_like, use_noise_source
+from splitveil.blocks.noise_source import SILENT, randn_like, silence_noise, uniform_like, use_noise_source
 from splitveil.defenses import create_defense
 from splitveil.serve.client import EdgeClient
 
@@ -40,8 +40,8 @@ def test_the_secure_source_cannot_be_replayed_by_seeding_and_has_the_right_law()
     assert uniform.min() >= -1 and uniform.max() < 1 and abs(uniform.mean()) < 0.01
 
 
-def test_a_source_that_is_none_of_the_three_is_refused() -> None:
-    with pytest.raises(ValueError, match="None, 'secure' or a torch.Generator"):
+def test_a_source_that_is_none_of_the_four_is_refused() -> None:
+    with pytest.raises(ValueError, match="None, 'secure', 'silent' or a torch.Generator"):
         use_noise_source(torch.nn.Identity(), "urandom")  # type: ignore[arg-type]  # the wrong value is the test
 
 
@@ -72,3 +72,27 @@ def test_the_edge_client_draws_a_stochastic_edge_s_randomness_securely(name: str
     assert torch.equal(first, second)
     assert all(getattr(m, "noise_source", None) is None for m in split.edge.modules())  # the caller's edge is untouched
     assert use_noise_source(split.edge, None) >= 1
+
+
+def test_a_silent_source_is_never_drawn_from() -> None:
+    with pytest.raises(ValueError, match="silent noise source draws nothing"):
+        randn_like(torch.zeros(3), SILENT)
+    with pytest.raises(ValueError, match="silent noise source draws nothing"):
+        uniform_like(torch.zeros(3), SILENT)
+
+
+@pytest.mark.parametrize("name", ["gaussian-noise", "laplace-noise", "feature-dropout", "pripro", "bounded-noise"])
+def test_silenced_noise_passes_the_feature_on_and_comes_back_when_restored(name: str) -> None:
+    plain = tiny_split().eval()
+    split = create_defense(name, strength=0.5).apply(tiny_split()).eval()
+    x = images(4)
+    restore = silence_noise(split)
+    with torch.no_grad():
+        quiet = split.edge(x), split.edge(x)
+        without_noise = create_defense(name, strength=0.0).apply(plain).edge(x)
+    assert torch.equal(quiet[0], quiet[1])  # nothing drawn
+    if name != "bounded-noise":  # the bounded block still bounds: its silent output is the scaled feature
+        assert torch.allclose(quiet[0], without_noise, atol=1e-6)
+    restore()
+    with torch.no_grad():
+        assert not torch.equal(split.edge(x), split.edge(x))

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from splitveil.blocks.noise_source import NoiseSource, randn_like, uniform_like
+from splitveil.blocks.noise_source import SILENT, NoiseSource, randn_like, uniform_like
 
 BoundMode = Literal["normalize", "clip"]
 NoiseLaw = Literal["gaussian", "laplace"]
@@ -54,7 +54,7 @@ class BoundedNoise(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         signal = self.bounded(z)
-        if self.relative_std == 0:
+        if self.relative_std == 0 or self.noise_source == SILENT:
             return signal
         std = self.relative_std * self.bound
         if self.law == "gaussian":

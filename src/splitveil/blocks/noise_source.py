@@ -10,17 +10,23 @@ A stochastic block draws through :func:`randn_like` / :func:`uniform_like` from 
   since no state carries over from one call to the next (opacus' ``secure_mode`` is the model; it
   draws from torchcsprng, which is not available here). The edge client sets it on every block of the
   edge it runs (:func:`use_noise_source`).
+* ``"silent"``: no noise at all; each block passes its input on as if its magnitude were 0 (a
+  bounded block still bounds). Only training sets it, for a defense's task-only epochs
+  (:class:`splitveil.train.WarmUp`); :func:`randn_like` and :func:`uniform_like` refuse it, so a
+  block that forgets to check fails loudly rather than drawing.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Literal, Protocol, TypeAlias, cast
 
 import torch
 from torch import nn
 
-NoiseSource: TypeAlias = torch.Generator | Literal["secure"] | None
+NoiseSource: TypeAlias = torch.Generator | Literal["secure", "silent"] | None
+SILENT: Literal["silent"] = "silent"
 
 
 class _DrawsNoise(Protocol):
@@ -31,6 +37,7 @@ class _DrawsNoise(Protocol):
 
 def randn_like(x: torch.Tensor, source: NoiseSource) -> torch.Tensor:
     """Standard normal values shaped like ``x``, drawn from ``source``."""
+    _refuse_silent(source)
     if source is None:
         return torch.randn_like(x)
     return torch.randn(x.shape, generator=_generator(source, x.device), dtype=x.dtype, device=x.device)
@@ -38,6 +45,7 @@ def randn_like(x: torch.Tensor, source: NoiseSource) -> torch.Tensor:
 
 def uniform_like(x: torch.Tensor, source: NoiseSource, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     """Values uniform on [low, high) shaped like ``x``, drawn from ``source`` (``rand_like`` at the defaults)."""
+    _refuse_silent(source)
     if source is None and torch.onnx.is_in_onnx_export():
         # In-place uniform_ has no ONNX form; rand_like exports as RandomUniformLike. Outside export the
         # draw below is kept: its values differ from this one in the last bit, and figures must not move.
@@ -53,15 +61,34 @@ def draws_noise(module: nn.Module) -> bool:
 
 def use_noise_source(module: nn.Module, source: NoiseSource) -> int:
     """Make every stochastic block inside ``module`` draw from ``source``; how many blocks there are."""
-    if not (source is None or source == "secure" or isinstance(source, torch.Generator)):
-        raise ValueError(f"a noise source is None, 'secure' or a torch.Generator, not {source!r}")
+    if not (source is None or source in ("secure", SILENT) or isinstance(source, torch.Generator)):
+        raise ValueError(f"a noise source is None, 'secure', 'silent' or a torch.Generator, not {source!r}")
     blocks = [cast(_DrawsNoise, block) for block in module.modules() if draws_noise(block)]
     for block in blocks:
         block.noise_source = source
     return len(blocks)
 
 
-def _generator(source: torch.Generator | Literal["secure"], device: torch.device) -> torch.Generator:
+def silence_noise(module: nn.Module) -> Callable[[], None]:
+    """Make every stochastic block inside ``module`` silent; returns the call that restores their sources."""
+    blocks = [cast(_DrawsNoise, block) for block in module.modules() if draws_noise(block)]
+    sources = [block.noise_source for block in blocks]
+    for block in blocks:
+        block.noise_source = SILENT
+
+    def restore() -> None:
+        for block, source in zip(blocks, sources, strict=True):
+            block.noise_source = source
+
+    return restore
+
+
+def _refuse_silent(source: NoiseSource) -> None:
+    if source == SILENT:
+        raise ValueError("a silent noise source draws nothing: the block must pass its input on unchanged")
+
+
+def _generator(source: torch.Generator | Literal["secure", "silent"], device: torch.device) -> torch.Generator:
     if isinstance(source, torch.Generator):
         return source
     return torch.Generator(device=device).manual_seed(secrets.randbits(64))

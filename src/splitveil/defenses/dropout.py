@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from splitveil.blocks.noise_source import NoiseSource, uniform_like
+from splitveil.blocks.noise_source import SILENT, NoiseSource, uniform_like
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
 from splitveil.options import Fraction
@@ -39,7 +39,7 @@ class FeatureDropout(nn.Module):
         self.noise_source: NoiseSource = None  # torch's global generator (see splitveil.blocks.noise_source)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if self.p == 0:
+        if self.p == 0 or self.noise_source == SILENT:
             return z
         keep = uniform_like(z, self.noise_source) >= self.p  # P(u >= p) = 1 - p for u ~ U[0, 1)
         kept = z * keep

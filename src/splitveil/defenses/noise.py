@@ -34,7 +34,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from splitveil.blocks.noise_source import NoiseSource, randn_like, uniform_like
+from splitveil.blocks.noise_source import SILENT, NoiseSource, randn_like, uniform_like
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
 from splitveil.options import NonNegative
@@ -55,7 +55,7 @@ class GaussianNoise(nn.Module):
         self.noise_source: NoiseSource = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.sigma == 0:
+        if self.sigma == 0 or self.noise_source == SILENT:
             return x
         return x + self.sigma * randn_like(x, self.noise_source)
 
@@ -79,7 +79,7 @@ class LaplaceNoise(nn.Module):
         self.noise_source: NoiseSource = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale == 0:
+        if self.scale == 0 or self.noise_source == SILENT:
             return x
         u = uniform_like(x, self.noise_source, torch.finfo(x.dtype).eps - 1, 1)
         return x - self.scale * u.sign() * torch.log1p(-u.abs())

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitveil.blocks.funnel import edge_output
-from splitveil.blocks.noise_source import NoiseSource, randn_like
+from splitveil.blocks.noise_source import SILENT, NoiseSource, randn_like
 from splitveil.defenses.adversarial import AdversarialDefense
 from splitveil.defenses.base import Defense, wrap_edge
 from splitveil.defenses.registry import register_defense
@@ -117,7 +117,8 @@ class AttentionNoise(nn.Module):
         if self.scale == 0:
             return z
         sigma = self.sigma(z)
-        noise = randn_like(z, self.noise_source)
+        # silent: the draw is zero, so the loss terms that read last_draw still see this step
+        noise = torch.zeros_like(z) if self.noise_source == SILENT else randn_like(z, self.noise_source)
         output = z + self.scale * sigma * noise
         if self.training and torch.is_grad_enabled():
             self.last_draw = NoiseDraw(clean=z, sigma=sigma, noise=noise, output=output)

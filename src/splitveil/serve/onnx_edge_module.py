@@ -222,7 +222,7 @@ def deployment_record(deployment: Deployment) -> dict[str, Any]:
     defense = deployment.defense_spec.model_dump(mode="json")
     # The file records every option the defense resolved; those the spec sets must be among them.
     options = {f"defense.options.{key}": value for key, value in defense["options"].items()}
-    fields = [*DEFENSE_FIELDS, *(["task_only_epochs"] if defense["task_only_epochs"] > 0 else [])]
+    fields = [*DEFENSE_FIELDS, *(["task_only_epochs"] if "task_only_epochs" in defense else [])]
     return {**record, **{f"defense.{key}": defense[key] for key in fields}, **options}
 
 
