@@ -22,6 +22,22 @@ def trained(tiny_data, cache):
     return train_or_load(SPEC, cache=cache, data=tiny_data, progress=False)
 
 
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """What deploy's last training call got: its config, hooks and loss terms (the training still runs)."""
+    import splitveil.deploy as deploy_module
+    from splitveil.train import fit as real_fit
+
+    seen = {}
+
+    def recording_fit(model, data, config, *, hooks=(), loss_terms=(), **options):
+        seen["config"], seen["hooks"], seen["terms"] = config, list(hooks), list(loss_terms)
+        return real_fit(model, data, config, hooks=hooks, loss_terms=loss_terms, **options)
+
+    monkeypatch.setattr(deploy_module, "fit", recording_fit)
+    return seen
+
+
 def _edge_outputs(deployed, x):
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -106,17 +122,8 @@ def test_a_miss_in_a_cache_of_an_older_format_says_so(tiny_data, cache):
         train_or_load(SPEC, cache=cache, data=tiny_data, progress=False, cached_only=True)
 
 
-def test_a_defense_trains_on_its_own_schedule_with_its_terms_warmed_up(trained, cache, tiny_data, monkeypatch):
-    import splitveil.deploy as deploy_module
-    from splitveil.train import fit as real_fit
-
-    seen = {}
-
-    def recording_fit(model, data, config, *, hooks=(), loss_terms=(), **options):
-        seen["config"], seen["hooks"], seen["terms"] = config, list(hooks), list(loss_terms)
-        return real_fit(model, data, config, hooks=hooks, loss_terms=loss_terms, **options)
-
-    monkeypatch.setattr(deploy_module, "fit", recording_fit)
+def test_a_defense_trains_on_its_own_schedule_with_its_terms_warmed_up(trained, cache, tiny_data, fit_calls):
+    seen = fit_calls
     plain = DefenseSpec(name="nopeek", strengths=[1.0], epochs=2)
     tuned = DefenseSpec(name="nopeek", strengths=[1.0], epochs=2, lr=1e-3, schedule="cosine", warmup_epochs=1)
     first = deploy(SPEC, trained, "relu22", plain, 1.0, cache=cache, progress=False)
@@ -155,17 +162,8 @@ def test_a_spec_without_task_only_epochs_dumps_as_before_the_field_existed():
     assert DefenseSpec.model_validate(delayed.model_dump(mode="json")) == delayed
 
 
-def test_task_only_epochs_delay_the_defense_s_terms_and_join_the_cache_key(trained, cache, tiny_data, monkeypatch):
-    import splitveil.deploy as deploy_module
-    from splitveil.train import fit as real_fit
-
-    seen = {}
-
-    def recording_fit(model, data, config, *, hooks=(), loss_terms=(), **options):
-        seen["config"], seen["hooks"] = config, list(hooks)
-        return real_fit(model, data, config, hooks=hooks, loss_terms=loss_terms, **options)
-
-    monkeypatch.setattr(deploy_module, "fit", recording_fit)
+def test_task_only_epochs_delay_the_defense_s_terms_and_join_the_cache_key(trained, cache, tiny_data, fit_calls):
+    seen = fit_calls
     plain = DefenseSpec(name="nopeek", strengths=[1.0], epochs=2)
     delayed = DefenseSpec(name="nopeek", strengths=[1.0], epochs=2, task_only_epochs=1)
     first = deploy(SPEC, trained, "relu22", plain, 1.0, cache=cache, progress=False)

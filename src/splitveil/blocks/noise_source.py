@@ -63,7 +63,7 @@ def use_noise_source(module: nn.Module, source: NoiseSource) -> int:
     """Make every stochastic block inside ``module`` draw from ``source``; how many blocks there are."""
     if not (source is None or source in ("secure", SILENT) or isinstance(source, torch.Generator)):
         raise ValueError(f"a noise source is None, 'secure', 'silent' or a torch.Generator, not {source!r}")
-    blocks = [cast(_DrawsNoise, block) for block in module.modules() if draws_noise(block)]
+    blocks = _stochastic_blocks(module)
     for block in blocks:
         block.noise_source = source
     return len(blocks)
@@ -71,7 +71,7 @@ def use_noise_source(module: nn.Module, source: NoiseSource) -> int:
 
 def silence_noise(module: nn.Module) -> Callable[[], None]:
     """Make every stochastic block inside ``module`` silent; returns the call that restores their sources."""
-    blocks = [cast(_DrawsNoise, block) for block in module.modules() if draws_noise(block)]
+    blocks = _stochastic_blocks(module)
     sources = [block.noise_source for block in blocks]
     for block in blocks:
         block.noise_source = SILENT
@@ -81,6 +81,10 @@ def silence_noise(module: nn.Module) -> Callable[[], None]:
             block.noise_source = source
 
     return restore
+
+
+def _stochastic_blocks(module: nn.Module) -> list[_DrawsNoise]:
+    return [cast(_DrawsNoise, block) for block in module.modules() if draws_noise(block)]
 
 
 def _refuse_silent(source: NoiseSource) -> None:
