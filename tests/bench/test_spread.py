@@ -55,7 +55,7 @@ def test_the_same_seed_twice_or_a_mixed_run_is_refused():
         seed_spread([run(0, 0.7, 0.88), run(0, 0.7, 0.88)])
     with pytest.raises(ConfigError, match="seeds \\[0, 1\\]"):
         seed_spread([run(0, 0.7, 0.88) + run(1, 0.7, 0.88)])
-    with pytest.raises(ConfigError, match="no rows"):
+    with pytest.raises(ConfigError, match="no attack rows"):
         seed_spread([[]])
 
 

@@ -78,9 +78,14 @@ def _runs_by_seed(runs: Sequence[Sequence[ResultRow]]) -> dict[int, Sequence[Res
     by_seed: dict[int, Sequence[ResultRow]] = {}
     for index, rows in enumerate(runs):
         seeds = {row.seed for row in rows}
+        if not seeds:  # rows are attacked splits: a run of a spec with `attacks: []` has none, finished or not
+            raise ConfigError(
+                f"run {index + 1} holds no attack rows; give one finished run directory per seed of a spec with "
+                "attacks (the spread is over the strongest attack; a deploy-only run keeps its accuracies in its "
+                "deploy cells, in results.sqlite)"
+            )
         if len(seeds) != 1:
-            found = "no rows" if not seeds else f"seeds {sorted(seeds)}"
-            raise ConfigError(f"run {index + 1} holds {found}; give one finished run directory per seed")
+            raise ConfigError(f"run {index + 1} holds seeds {sorted(seeds)}; give one run directory per seed")
         (seed,) = seeds
         if seed in by_seed:
             raise ConfigError(f"two runs have seed {seed}; run the spec with a different seed for each directory")
