@@ -3,7 +3,7 @@
 import pytest
 
 from splitveil.bench.results import ResultRow
-from splitveil.bench.spread import Spread, seed_spread, spread_table
+from splitveil.bench.spread import DeployedAccuracy, Spread, accuracy_spread, seed_spread, spread_table
 from splitveil.errors import ConfigError
 
 COMMON = dict(
@@ -62,7 +62,7 @@ def test_the_same_seed_twice_or_a_mixed_run_is_refused():
 def test_the_table_prints_mean_and_range():
     header, lines = spread_table(seed_spread([run(0, 0.70, 0.88), run(1, 0.76, 0.86)]))
     assert header[5] == "max SSIM"
-    assert lines[1][3:6] == ["0,1", "0.870 [0.860, 0.880]", "0.730 [0.700, 0.760]"]
+    assert lines[1][3:6] == ["0,1", "87.00% [86.00, 88.00]", "0.730 [0.700, 0.760]"]
     assert lines[1][-1] == "0/2"
 
 
@@ -80,6 +80,81 @@ def test_bench_spread_prints_the_table_of_several_run_directories(tmp_path):
         app, ["bench", "spread", str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--markdown"]
     )
     assert result.exit_code == 0, result.output
-    assert "| relu22 | nopeek | 4 | 0,1 | 0.870 [0.870, 0.870] | 0.730 [0.700, 0.760] |" in result.output
+    assert "| relu22 | nopeek | 4 | 0,1 | 87.00% [87.00, 87.00] | 0.730 [0.700, 0.760] |" in result.output
     refused = CliRunner().invoke(app, ["bench", "spread", str(tmp_path / "seed0"), str(tmp_path / "seed0")])
     assert refused.exit_code != 0 and "two runs have seed 0" in str(refused.exception)
+
+
+def deployed(defense, strength, accuracy):
+    return DeployedAccuracy(cut="relu22", cut_index=8, defense=defense, strength=strength, accuracy=accuracy)
+
+
+def test_runs_without_attacks_give_the_accuracy_spread_alone():
+    spreads = accuracy_spread([
+        (0, [deployed("none", 0, 0.9123), deployed("gaussian-noise", 0.25, 0.9111)]),
+        (1, [deployed("gaussian-noise", 0.25, 0.9125), deployed("none", 0, 0.9114)]),
+        (2, [deployed("gaussian-noise", 0.25, 0.9116)]),
+    ])  # fmt: skip
+    assert [(s.defense, s.seeds) for s in spreads] == [("none", (0, 1)), ("gaussian-noise", (0, 1, 2))]
+    noise = spreads[1]
+    assert noise.accuracy == Spread(pytest.approx(0.9117333), 0.9111, 0.9125)
+    assert noise.max_ssim is None and noise.excess_ssim is None and noise.reid_top1 is None
+    assert noise.seeds_at_floor is None
+    _, lines = spread_table(spreads)
+    assert lines[1][4:] == ["91.17% [91.11, 91.25]", "—", "—", "—", "—"]
+    with pytest.raises(ConfigError, match="two runs have seed 0"):
+        accuracy_spread([(0, [deployed("none", 0, 0.9)]), (0, [deployed("none", 0, 0.9)])])
+    with pytest.raises(ConfigError, match="run 2 has no finished deploy cell"):
+        accuracy_spread([(0, [deployed("none", 0, 0.9)]), (1, [])])
+
+
+DEPLOY_ONLY = {
+    "name": "tiny-deploy-only",
+    "data": {"name": "fashion-mnist", "limit": 256},
+    "model": {"name": "he-cnn", "options": {"widths": [4, 8, 8], "hidden": 32}},
+    "train": {"epochs": 1, "batch_size": 64},
+    "cuts": ["relu22"],
+    "attacks": [],
+    "defenses": [{"name": "gaussian-noise", "strengths": [0.5]}],
+    "audit": {"targets": 8, "grid_images": 4, "mine": {"enabled": False}, "evaluator": {"enabled": False}},
+}
+
+
+def test_bench_spread_of_runs_without_attacks_reads_their_deploy_cells(tmp_path):
+    from typer.testing import CliRunner
+
+    from splitveil.bench import run_bench
+    from splitveil.bench.store import ResultStore
+    from splitveil.checkpoint import CheckpointCache
+    from splitveil.cli import app
+    from splitveil.config import parse_spec
+
+    stored = {}
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}"
+        run_bench(parse_spec({**DEPLOY_ONLY, "seed": seed}), out, cache=CheckpointCache(tmp_path / "c"), progress=False)
+        with ResultStore(out) as store:
+            stored[seed] = store.cells()["deploy/relu22/gaussian-noise/0.5"].result["accuracy"]
+    result = CliRunner().invoke(
+        app, ["bench", "spread", str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--markdown"]
+    )
+    assert result.exit_code == 0, result.output
+    low, high = sorted(stored.values())
+    mean = (low + high) / 2
+    line = f"| relu22 | gaussian-noise | 0.5 | 0,1 | {100 * mean:.2f}% [{100 * low:.2f}, {100 * high:.2f}] | — | — | — | — |"
+    assert line in result.output
+    assert "| relu22 | none | 0 | 0,1 |" in result.output
+
+
+def test_bench_spread_refuses_runs_with_and_without_attacks_together(tmp_path):
+    from typer.testing import CliRunner
+
+    from splitveil.bench.results import append_row
+    from splitveil.cli import app
+
+    (tmp_path / "attacked").mkdir()
+    (tmp_path / "deploy-only").mkdir()
+    for one in run(0, 0.7, 0.87):
+        append_row(tmp_path / "attacked", one)
+    mixed = CliRunner().invoke(app, ["bench", "spread", str(tmp_path / "attacked"), str(tmp_path / "deploy-only")])
+    assert mixed.exit_code != 0 and "run 2 holds no attack rows" in str(mixed.exception)

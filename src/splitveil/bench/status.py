@@ -45,16 +45,22 @@ class RunStatus:
         return left + (f", plus {untimed} cell(s) of kinds not timed yet" if untimed else "")
 
 
-def run_status(directory: str | Path) -> RunStatus:
-    directory = Path(directory)
+def run_spec(directory: Path) -> ExperimentSpec:
+    """The resolved spec of the bench run in ``directory`` (its plugins not imported); refuses another directory."""
     spec_file = directory / "spec.resolved.yaml"
     if not (directory / STORE_FILE).is_file() or not spec_file.is_file():
         raise ConfigError(
             f"{directory} is not a bench run directory (no {STORE_FILE}); start one with `splitveil bench run`"
         )
+    return load_spec(spec_file, trust_plugins=False)
+
+
+def run_status(directory: str | Path) -> RunStatus:
+    directory = Path(directory)
+    spec = run_spec(directory)
     with ResultStore(directory) as store:
         stored, started = store.cells(), store.running()
-    cells = cells_of_run(load_spec(spec_file, trust_plugins=False), stored)
+    cells = cells_of_run(spec, stored)
     remaining_seconds, untimed = _remaining(cells, stored)
     known = {cell.id for cell in cells}
     done = Counter(entry.kind for cell_id, entry in stored.items() if entry.status == "done" and cell_id in known)

@@ -148,14 +148,20 @@ def bench_spread(
     markdown: Annotated[bool, typer.Option(help="Print a markdown table (for docs) instead of a rich one.")] = False,
 ) -> None:
     """Per deployed split, each figure over the seeds as mean [lowest, highest]: accuracy, the strongest
-    attack's SSIM, its excess over the output oracle, re-identification, and how many seeds sit at the floor."""
+    attack's SSIM, its excess over the output oracle, re-identification, and how many seeds sit at the floor.
+    Runs of a spec without attacks give accuracy alone."""
     from splitveil.bench.results import read_rows
-    from splitveil.bench.spread import seed_spread, spread_table
+    from splitveil.bench.spread import accuracy_spread, deployed_accuracies, seed_spread, spread_table
 
     missing = [str(d) for d in directories if not d.is_dir()]
     if missing:
         raise SplitveilError(f"not a run directory: {', '.join(missing)}; pass the --out directories of `bench run`")
-    header, lines = spread_table(seed_spread([read_rows(directory) for directory in directories]))
+    runs = [read_rows(directory) for directory in directories]
+    if any(runs):  # a run with attacks among them: every run must have its rows (seed_spread says which has not)
+        spreads = seed_spread(runs)
+    else:
+        spreads = accuracy_spread([deployed_accuracies(directory) for directory in directories])
+    header, lines = spread_table(spreads)
     _print_table(header, lines, markdown=markdown)
 
 
