@@ -1,20 +1,12 @@
 """Ranking and wording of the tuner's choice, on hand-made trials."""
 
-from splitveil.bench.frontier import FrontierPoint
-from splitveil.config import DefenseSpec
 from splitveil.tune.recommend import no_feasible_trial, privacy_rank, rank_measured
-from splitveil.tune.space import Point
-from splitveil.tune.study import Measured
+
+from .conftest import make_measured
 
 
-def _trial(number: int, accuracy: float, reid: float, excess: float, drop: float) -> Measured:
-    defense = DefenseSpec(name="bounded-noise", strengths=[0.5], label=f"bounded-noise-{number}")
-    figures = FrontierPoint(
-        cut="relu22", cut_index=5, defense=defense.label, strength=0.5, accuracy=accuracy, max_ssim=0.5 + excess,
-        strongest_attack="inverse-network", mi=None, edge_flops=9_257_472, edge_params=7_000, feature_bytes=25_088,
-        attacks=2, oracle_ssim=0.5, excess_ssim=excess, reid_top1=reid, reid_candidates=100,
-    )  # fmt: skip
-    return Measured(number, Point("relu22", "bounded-noise", defense), figures, drop, feasible=drop <= 3)
+def _trial(number: int, accuracy: float, reid: float, excess: float, drop: float):
+    return make_measured(number, accuracy, reid, excess, drop=drop)
 
 
 def test_privacy_comes_first_then_excess_then_accuracy():

@@ -95,3 +95,43 @@ def test_the_shipped_tuning_spec_loads():
     spec = load_tune_spec("configs/tune-relu22.yaml")
     assert spec.tune.objectives == ["accuracy", "reid_top1", "excess_ssim"]
     assert {c.display_name for c in spec.tune.candidates} == {"bounded-noise", "funnel-noise", "nopeek"}
+
+
+@pytest.mark.parametrize(
+    ("baselines", "message"),
+    [
+        ([{"name": "no-such-defense", "strengths": [1.0]}], r"no-such-defense"),
+        ([{"name": "nopeek", "strengths": [1.0]}, {"name": "nopeek", "strengths": [2.0]}], r"tune.baselines"),
+        ([{"name": "nopeek", "strength": 1.0}], r"strength"),
+    ],
+)
+def test_a_bad_baseline_is_refused_at_load_in_one_line(tmp_path, baselines, message):
+    with pytest.raises(SplitveilError, match=message) as error:
+        _load(tmp_path, _spec({"candidates": [NOISE], "baselines": baselines}))
+    assert "\n" not in str(error.value)
+
+
+def test_baselines_do_not_change_the_search_a_study_belongs_to(tmp_path):
+    from splitveil.tune.study import search_identity
+
+    plain = _load(tmp_path, _spec({"candidates": [NOISE]}))
+    with_baselines = _load(
+        tmp_path, _spec({"candidates": [NOISE], "baselines": [{"name": "nopeek", "strengths": [1]}]})
+    )
+    other_search = _load(tmp_path, _spec({"candidates": [{**NOISE, "epochs": 2}]}))
+    assert search_identity(plain) == search_identity(with_baselines) != search_identity(other_search)
+
+
+def test_every_strength_of_a_baseline_is_a_point_at_every_cut(tmp_path):
+    from splitveil.tune.baselines import BASELINE, baseline_points
+
+    raw = _spec({"candidates": [NOISE], "baselines": [{"name": "gaussian-noise", "strengths": [0.25, 1.0]}]})
+    spec = _load(tmp_path, {**raw, "cuts": ["conv11", "relu22"]})
+    points = baseline_points(spec)
+    assert [(p.cut, p.strength) for p in points] == [
+        ("conv11", 0.25),
+        ("conv11", 1.0),
+        ("relu22", 0.25),
+        ("relu22", 1.0),
+    ]
+    assert {p.candidate for p in points} == {BASELINE} and all(p.defense.strengths == [p.strength] for p in points)

@@ -3,6 +3,7 @@ bundle, and a SIGKILL mid-study."""
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -153,6 +154,56 @@ def test_a_run_again_counts_the_finished_trials_and_computes_nothing(tuned):
         report=lines.append,
     )
     assert lines == [] and len(_study(root / "run").trials) == 3
+
+
+BASELINES = [
+    {"name": "gaussian-noise", "retrain": True, "epochs": 1, "strengths": [0.25]},
+    {"name": "feature-dropout", "retrain": True, "epochs": 1, "strengths": [0.2, 0.6]},
+]
+
+
+def test_baselines_added_to_a_finished_study_join_its_front_without_rerunning_a_trial(tuned, tmp_path):
+    root, first, _ = tuned
+    out = tmp_path / "run"
+    shutil.copytree(root / "run", out)
+    trial_cells = _done_cells(out)
+    spec = TuneSpec.model_validate({**SPEC, "tune": {**SPEC["tune"], "baselines": BASELINES}})
+    lines: list[str] = []
+    result = run_tune(spec, out, cache=CheckpointCache(root / "cache"), progress=False, workers=2, report=lines.append)
+    outcome = result.outcome
+
+    assert [(t.params, t.values) for t in _study(out).trials] == [
+        (t.params, t.values) for t in _study(root / "run").trials
+    ]
+    done = _done_cells(out)
+    assert set(done.values()) == {1} and set(trial_cells) < set(done)  # only the baselines' cells are new
+    assert len(outcome.baselines) == 6  # 3 strengths at each of the 2 cuts
+    assert [line.split(":")[0] for line in lines] == [f"baseline {n}" for n in range(6)]
+
+    assert spec.tune.objectives == ["accuracy", "reid_top1", "excess_ssim"]  # what `leakage` orients
+
+    def leakage(entry):  # higher is better on each objective
+        f = entry.figures
+        return (f.accuracy, -f.reid_top1, -f.excess_ssim)
+
+    def covers(a, b):
+        return all(x >= y for x, y in zip(leakage(a), leakage(b), strict=True))
+
+    everything = [*outcome.trials, *(v.baseline for v in outcome.baselines)]
+    front = [t for t in outcome.trials if t.number in outcome.pareto] + [
+        v.baseline for v in outcome.baselines if v.on_front
+    ]
+    for entry in everything:  # brute force: the front is exactly what nothing within budget dominates
+        dominated = any(covers(o, entry) and leakage(o) != leakage(entry) for o in everything if o.feasible)
+        assert (entry in front) == (entry.feasible and not dominated), entry.name
+    for verdict in outcome.baselines:
+        expected = [t.number for t in outcome.trials if t.feasible and covers(t, verdict.baseline)]
+        assert list(verdict.covered_by) == expected
+    assert outcome.verified and {p.trial.name for p in outcome.verified} <= {e.name for e in front}
+    document = json.loads((out / "tune.json").read_text())
+    assert [row["name"] for row in document["baselines"]] == [f"baseline {n}" for n in range(6)]
+    assert document["chosen"] == outcome.chosen.trial.name
+    assert "Baselines" in (out / "tune.html").read_text()
 
 
 def test_another_search_in_the_same_directory_is_refused(tuned):

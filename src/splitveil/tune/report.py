@@ -15,6 +15,7 @@ import jinja2
 
 from splitveil.bench.figures import png_bytes
 from splitveil.bench.verdict import AT_FLOOR_EXCESS
+from splitveil.tune.baselines import BaselineVerdict
 from splitveil.tune.study import Measured
 from splitveil.tune.verify import Verified
 
@@ -38,12 +39,18 @@ class StudyOutcome:
     export: str | None = None
     #: Why there is no recommendation, in a sentence (None when there is one).
     no_recommendation: str | None = None
+    baselines: Sequence[BaselineVerdict] = ()
+
+
+def trial_name(entry: Measured | None) -> str | None:
+    return None if entry is None else entry.name
 
 
 def trial_row(trial: Measured) -> dict[str, Any]:
     figures = trial.figures
     return {
         "trial": trial.number,
+        "name": trial.name,
         "cut": trial.point.cut,
         "defense": trial.point.describe(),
         "label": trial.point.label,
@@ -65,6 +72,7 @@ def verified_row(point: Verified) -> dict[str, Any]:
     measures = ("max_ssim", "excess_ssim", "reid_top1")
     return {
         "trial": point.trial.number,
+        "name": point.trial.name,
         "cut": point.trial.point.cut,
         "defense": point.trial.point.describe(),
         "accuracy": point.accuracy,
@@ -76,6 +84,15 @@ def verified_row(point: Verified) -> dict[str, Any]:
     }
 
 
+def baseline_row(verdict: BaselineVerdict) -> dict[str, Any]:
+    return {
+        **trial_row(verdict.baseline),
+        "on_front": verdict.on_front,
+        "covered_by": list(verdict.covered_by),
+        "verdict": verdict.describe(),
+    }
+
+
 def write_outcome(out: Path, outcome: StudyOutcome) -> Path:
     """Write tune.json, pareto.png and tune.html into ``out``; returns the page's path."""
     document = {
@@ -84,11 +101,15 @@ def write_outcome(out: Path, outcome: StudyOutcome) -> Path:
         "max_accuracy_drop": outcome.max_accuracy_drop,
         "recommendation": outcome.recommendation,
         "no_recommendation": outcome.no_recommendation,
-        "chosen_trial": None if outcome.chosen is None else outcome.chosen.trial.number,
+        "chosen_trial": None
+        if outcome.chosen is None or outcome.chosen.trial.baseline
+        else outcome.chosen.trial.number,
+        "chosen": trial_name(None if outcome.chosen is None else outcome.chosen.trial),
         "export": outcome.export,
         "pareto": list(outcome.pareto),
         "verified": [verified_row(point) for point in outcome.verified],
         "trials": [trial_row(trial) for trial in outcome.trials],
+        "baselines": [baseline_row(verdict) for verdict in outcome.baselines],
     }
     _write(out / TUNE_JSON, json.dumps(document, indent=2).encode())
     plot = pareto_plot(outcome)
@@ -104,27 +125,30 @@ def write_outcome(out: Path, outcome: StudyOutcome) -> Path:
 def pareto_plot(outcome: StudyOutcome) -> bytes:
     """Accuracy against the strongest attack's re-identification and excess SSIM, one panel each.
 
-    Grey: trials over budget; blue: within budget; ringed: the Pareto front; red: the re-measured
-    figures of the Pareto points (the strongest over fresh attacker seeds). Dotted lines: chance
-    re-identification (1/N), the floor's excess SSIM, and the accuracy budget."""
+    Grey: over budget; blue: within budget; dots: trials; squares: baselines; ringed: the Pareto
+    front; red: the re-measured figures of the Pareto points (the strongest over fresh attacker
+    seeds). Dotted lines: chance re-identification (1/N), the floor's excess SSIM, and the accuracy
+    budget."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4))
     axes = figure.subplots(1, 2)
-    pareto = set(outcome.pareto)
+    entries = [(trial, trial.number in outcome.pareto) for trial in outcome.trials]
+    entries += [(verdict.baseline, verdict.on_front) for verdict in outcome.baselines]
     floor_accuracy = outcome.base_accuracy - outcome.max_accuracy_drop / 100
     for axis, measure, title in (
         (axes[0], "reid_top1", "re-identification top-1 (strongest attack)"),
         (axes[1], "excess_ssim", "excess SSIM over the output oracle"),
     ):
-        for trial in outcome.trials:
-            value = getattr(trial.figures, measure)
+        for entry, on_front in entries:
+            value = getattr(entry.figures, measure)
             if value is None:
                 continue
-            colour = "tab:blue" if trial.feasible else "0.7"
-            axis.scatter(value, trial.figures.accuracy, s=18, color=colour, zorder=2)
-            if trial.number in pareto:
-                axis.scatter(value, trial.figures.accuracy, s=90, facecolors="none", edgecolors="k", zorder=3)
+            colour = "tab:blue" if entry.feasible else "0.7"
+            marker = "s" if entry.baseline else "o"
+            axis.scatter(value, entry.figures.accuracy, s=18, marker=marker, color=colour, zorder=2)
+            if on_front:
+                axis.scatter(value, entry.figures.accuracy, s=90, facecolors="none", edgecolors="k", zorder=3)
         for point in outcome.verified:
             value = point.strongest(measure)
             if value is not None:
@@ -139,7 +163,8 @@ def pareto_plot(outcome: StudyOutcome) -> bytes:
         axis.set_xlabel(title)
         axis.set_ylabel("test accuracy")
         axis.grid(alpha=0.3)
-    figure.suptitle(f"{outcome.model}: {len(outcome.trials)} trials; red x = re-measured Pareto points")
+    baselines = f", {len(outcome.baselines)} baselines (squares)" if outcome.baselines else ""
+    figure.suptitle(f"{outcome.model}: {len(outcome.trials)} trials{baselines}; red x = re-measured Pareto points")
     return png_bytes(figure)
 
 

@@ -5,9 +5,11 @@
    left: a one-line error naming the closest).
 3. The study runs (:mod:`splitveil.tune.study`): each trial deployed, trained and attacked by the
    spec's cheap attackers, on the local pool or Ray, stored as it finishes.
-4. The Pareto points within budget, most private first, are re-measured by the full suite with
+4. The spec's baselines (``tune.baselines``) are deployed and attacked by the same attackers
+   (:mod:`splitveil.tune.baselines`) and join the trials on the Pareto front.
+5. The Pareto points within budget, most private first, are re-measured by the full suite with
    fresh attacker seeds (:mod:`splitveil.tune.verify`).
-5. The most private re-measured point within the accuracy budget is recommended in plain words,
+6. The most private re-measured point within the accuracy budget is recommended in plain words,
    written up (``tune.json``, ``tune.html``, ``pareto.png``), and with ``export`` written as a
    serving bundle that ``splitveil serve`` runs as is.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from splitveil.bench.cells import train_cells
 from splitveil.bench.executors import create_executor
@@ -27,7 +28,9 @@ from splitveil.checkpoint import CheckpointCache
 from splitveil.config import write_resolved
 from splitveil.data import load_dataset
 from splitveil.experiment import check_cuts, train_or_load
+from splitveil.tune.baselines import BaselineVerdict, baseline_points, judge_baselines, measure_baselines
 from splitveil.tune.engine import requeue_interrupted
+from splitveil.tune.front import pareto_front
 from splitveil.tune.recommend import no_feasible_trial, rank_measured, rank_verified, recommendation
 from splitveil.tune.report import StudyOutcome, write_outcome
 from splitveil.tune.space import affordable, placements
@@ -35,6 +38,8 @@ from splitveil.tune.spec import TuneSpec
 from splitveil.tune.study import (
     Measured,
     Search,
+    cells_of,
+    completed_points,
     measured_trials,
     open_study,
     point_key,
@@ -42,9 +47,6 @@ from splitveil.tune.study import (
     run_search,
 )
 from splitveil.tune.verify import VERIFY_DIR, Verified, verify_points
-
-if TYPE_CHECKING:
-    import optuna
 
 TUNED_SPEC = "tuned-spec.yaml"
 
@@ -93,14 +95,18 @@ def run_tune(
             if resumed := requeue_interrupted(study):
                 report(f"resuming: {resumed} interrupted trial(s) run again with the same parameters")
             parallel = spec.tune.parallel or runner.slots
-            cells = run_search(search, study, fits, trials=spec.tune.trials, parallel=parallel)
-            export_run(experiment, cells, store, out)
+            run_search(search, study, fits, trials=spec.tune.trials, parallel=parallel)
+            baselines = measure_baselines(search)
+            export_run(experiment, cells_of(experiment, completed_points(study) + baseline_points(spec)), store, out)
             trials = measured_trials(study, search)
-            feasible = [trial for trial in trials if trial.feasible]
-            pareto = _pareto(study, feasible)
+            feasible = [entry for entry in [*trials, *baselines] if entry.feasible]
+            front = pareto_front(feasible, spec.tune.objectives)
+            verdicts = judge_baselines(baselines, trials, front, spec.tune.objectives)
+            for verdict in verdicts:
+                report(_baseline_line(verdict))
             verified: list[Verified] = []
-            if verify and pareto:
-                chosen = _distinct(rank_measured(pareto))[: spec.tune.verify.points]
+            if verify and front:
+                chosen = _distinct(rank_measured(front))[: spec.tune.verify.points]
                 verified = verify_points(spec, chosen, out, runner=runner, cache=cache, progress=progress)
             finished = True
         finally:
@@ -117,11 +123,12 @@ def run_tune(
         base,
         spec.tune.budget.max_accuracy_drop,
         trials,
-        [trial.number for trial in pareto],
+        [entry.number for entry in front if not entry.baseline],
         verified,
         chosen_point,
         sentence,
         no_recommendation=None if sentence else _why_no_recommendation(verify, feasible, verified, out),
+        baselines=verdicts,
     )
     exported = None
     try:
@@ -158,10 +165,14 @@ def _why_no_recommendation(verify: bool, feasible: list[Measured], verified: lis
     )
 
 
-def _pareto(study: optuna.Study, feasible: list[Measured]) -> list[Measured]:
-    """The feasible trials on the study's Pareto front (Optuna's, which leaves out infeasible trials)."""
-    front = {trial.number for trial in study.best_trials}
-    return [trial for trial in feasible if trial.number in front]
+def _baseline_line(verdict: BaselineVerdict) -> str:
+    baseline = verdict.baseline
+    figures = baseline.figures
+    reid = "n/a" if figures.reid_top1 is None else f"{figures.reid_top1:.3f}"
+    return (
+        f"{baseline.name}: {baseline.point.cut} {baseline.point.describe()}: accuracy {figures.accuracy:.2%} "
+        f"({-baseline.accuracy_drop:+.2f} pts), strongest SSIM {figures.max_ssim:.3f}, reid {reid}; {verdict.describe()}"
+    )
 
 
 def export_chosen(spec: TuneSpec, chosen: Verified, directory: Path, *, cache: CheckpointCache, progress: bool) -> Path:

@@ -212,6 +212,12 @@ class TuneSettings(_Strict):
     candidates: list[Candidate] = Field(min_length=1)
     budget: Budget = Field(default_factory=Budget)
     verify: VerifySpec = Field(default_factory=VerifySpec)
+    baselines: list[DefenseSpec] = Field(
+        default_factory=list,
+        description="deployments you already know (a hand-tuned grid, today's defense), written as a bench "
+        "spec's `defenses`: each strength is measured at every cut beside the study, by the same attackers, and "
+        "joins the front, so the recommendation is never worse than them; the report says which the search beat",
+    )
 
     @field_validator("objectives")
     @classmethod
@@ -242,6 +248,12 @@ class TuneSpec(ExperimentSpec):
             raise ValueError("name the cuts the study may choose: tune.cuts (or the spec's cuts)")
         for where, attacks in (("attacks", self.attacks), ("tune.verify.attacks", self.tune.verify.attacks)):
             _check_measures(where, attacks, self.tune.objectives, reid=self.audit.reid.enabled)
+        if self.tune.baselines:
+            try:  # the bench's own checks of a defense list: known names, options, distinct labels
+                self.experiment(defenses=[baseline.model_dump(mode="json") for baseline in self.tune.baselines])
+            except ValidationError as error:
+                problems = "; ".join(str(problem["msg"]) for problem in error.errors())
+                raise ValueError(f"tune.baselines: {problems}") from None
         return self
 
     @property

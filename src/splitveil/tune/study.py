@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import optuna
 
 STUDY_NAME = "tune"
-_DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {
+DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {
     "accuracy": "maximize",
     "reid_top1": "minimize",
     "excess_ssim": "minimize",
@@ -52,6 +52,14 @@ class Measured:
     figures: FrontierPoint
     accuracy_drop: float  # points below the undefended model
     feasible: bool
+    #: A baseline is a deployment the spec names (``tune.baselines``), measured beside the study: its
+    #: ``number`` counts the baselines, not the trials.
+    baseline: bool = False
+
+    @property
+    def name(self) -> str:
+        """``trial 3`` or ``baseline 1``: how tables and messages refer to it."""
+        return f"{'baseline' if self.baseline else 'trial'} {self.number}"
 
 
 @dataclass
@@ -75,7 +83,7 @@ def refuse_another_search(spec: TuneSpec, out: Path) -> None:
         out,
         name=STUDY_NAME,
         identity=search_identity(spec),
-        advice="run this spec with a new --out directory (only tune.trials, parallel and verify may change)",
+        advice="run this spec with a new --out directory (only tune.trials, parallel, verify and baselines may change)",
     )
 
 
@@ -92,7 +100,7 @@ def open_study(spec: TuneSpec, out: Path) -> optuna.Study:
     return engine.open_study(
         out,
         name=STUDY_NAME,
-        directions=[_DIRECTIONS[objective] for objective in spec.tune.objectives],
+        directions=[DIRECTIONS[objective] for objective in spec.tune.objectives],
         identity=search_identity(spec),
         sampler=lambda seed: sampler(seed=seed),
         seed=spec.seed,
@@ -103,13 +111,15 @@ def search_identity(spec: TuneSpec) -> str:
     """A hash of everything that shapes a trial's result: changing it makes the stored trials another study's."""
     settings = spec.model_dump(mode="json")
     settings["tune"] = {
-        key: value for key, value in settings["tune"].items() if key not in {"trials", "parallel", "verify"}
+        key: value
+        for key, value in settings["tune"].items()
+        if key not in {"trials", "parallel", "verify", "baselines"}  # none of these changes what a trial measures
     }
     return config_hash(settings)
 
 
-def run_search(search: Search, study: optuna.Study, fits: list[Placement], *, trials: int, parallel: int) -> list[Cell]:
-    """Run trials until ``trials`` count; returns the cells of every measured trial (for the run's results)."""
+def run_search(search: Search, study: optuna.Study, fits: list[Placement], *, trials: int, parallel: int) -> None:
+    """Run trials until ``trials`` count (finished ones count; :func:`completed_points` lists them after)."""
 
     def sample(trial: optuna.Trial) -> Point:
         point = sample_point(trial, fits)
@@ -123,7 +133,7 @@ def run_search(search: Search, study: optuna.Study, fits: list[Placement], *, tr
             search.experiment, cells_of(search.experiment, points), search.out, store=search.store,
             runner=search.runner, cache=search.cache, progress=search.progress,
         )  # fmt: skip
-        measured = _measure(search, points)
+        measured = measure(search, points)
         for trial, point in batch:
             _tell(search, study, trial, point, measured)
 
@@ -131,7 +141,6 @@ def run_search(search: Search, study: optuna.Study, fits: list[Placement], *, tr
         search.report(f"trial {trial.number}: sampled settings refused: {exc}")
 
     engine.run_trials(study, trials=trials, parallel=parallel, sample=sample, evaluate=evaluate, refused=refused)
-    return cells_of(search.experiment, completed_points(study))
 
 
 def completed_points(study: optuna.Study) -> list[Point]:
@@ -153,14 +162,14 @@ def measured_trials(study: optuna.Study, search: Search) -> list[Measured]:
 
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     points = [trial_point(trial) for trial in finished]
-    figures = _measure(search, points)
+    figures = measure(search, points)
     return [
         Measured(
             trial.number,
             point,
             figures[point_key(point)],
             float(trial.user_attrs["accuracy_drop"]),
-            _feasible(trial.constraints.values()),
+            within_budget(trial.constraints.values()),
         )
         for trial, point in zip(finished, points, strict=True)
         if point_key(point) in figures
@@ -214,7 +223,7 @@ def _tell(search: Search, study: optuna.Study, trial: optuna.Trial, point: Point
     drop = 100 * (search.base_accuracy - figures.accuracy)
     trial.set_user_attr("accuracy_drop", drop)
     study.tell(trial, values)
-    verdict = "within budget" if _feasible(limits.values()) else "over budget"
+    verdict = "within budget" if within_budget(limits.values()) else "over budget"
     search.report(
         f"trial {trial.number}: {point.cut} {point.describe()}: accuracy {figures.accuracy:.2%} "
         f"({100 * (figures.accuracy - search.base_accuracy):+.2f} pts), "
@@ -227,7 +236,8 @@ def _fail(search: Search, study: optuna.Study, trial: optuna.Trial, error: str, 
     search.report(line)
 
 
-def _feasible(values: Any) -> bool:
+def within_budget(values: Any) -> bool:
+    """Whether every constraint value (Optuna's convention: <= 0 when met) is met."""
     return all(value <= 0 for value in (values or ()))
 
 
@@ -259,7 +269,8 @@ def cells_of(experiment: ExperimentSpec, points: list[Point]) -> list[Cell]:
     return ordered
 
 
-def _measure(search: Search, points: list[Point]) -> dict[tuple[str, str, float], FrontierPoint]:
+def measure(search: Search, points: list[Point]) -> dict[tuple[str, str, float], FrontierPoint]:
+    """The figures of ``points`` whose cells are in the run's store, by :func:`point_key`."""
     rows = assemble_rows(search.experiment, cells_of(search.experiment, points), search.store.cells())
     return {(p.cut, p.defense, p.strength): p for p in frontier_points(rows)}
 
