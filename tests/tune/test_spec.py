@@ -135,3 +135,15 @@ def test_every_strength_of_a_baseline_is_a_point_at_every_cut(tmp_path):
         ("relu22", 1.0),
     ]
     assert {p.candidate for p in points} == {BASELINE} and all(p.defense.strengths == [p.strength] for p in points)
+
+
+def test_the_shipped_spec_measures_each_single_defense_of_its_bench_spec_as_a_baseline():
+    from splitveil.config import load_spec
+
+    spec = load_tune_spec("configs/tune-relu22.yaml")
+    grid = {defense.display_name: defense for defense in load_spec("configs/defenses-relu22.yaml").defenses}
+    assert sorted(b.display_name for b in spec.tune.baselines) == sorted(grid)
+    for baseline in spec.tune.baselines:  # one of its strengths there, trained the same way
+        bench = grid[baseline.display_name]
+        assert set(baseline.strengths) <= set(bench.strengths)
+        assert baseline.model_dump(exclude={"strengths"}) == bench.model_dump(exclude={"strengths"})
