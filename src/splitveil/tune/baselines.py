@@ -35,7 +35,7 @@ def baseline_points(spec: TuneSpec) -> list[Point]:
 
 
 def measure_baselines(search: Search) -> list[Measured]:
-    """Deploy and attack the spec's baselines (the store skips finished cells); one line each to ``report``.
+    """Deploy and attack the spec's baselines (the store skips finished cells), in the spec's order.
 
     A baseline whose cells failed is reported and left out: a point scored without its strongest
     attack would look more private than it is.
@@ -55,9 +55,8 @@ def measure_baselines(search: Search) -> list[Measured]:
         if error is not None or found is None:
             search.report(f"baseline {number}: {point.cut} {point.describe()} failed: {error or 'no result'}")
             continue
-        limits = constraints(search, found)
-        drop = 100 * (search.base_accuracy - found.accuracy)
-        measured.append(Measured(number, point, found, drop, within_budget(limits.values()), baseline=True))
+        feasible = within_budget(constraints(search, found).values())
+        measured.append(Measured(number, point, found, search.accuracy_drop(found), feasible, baseline=True))
     return measured
 
 
@@ -76,7 +75,7 @@ class BaselineVerdict:
     covered_by: tuple[int, ...]
 
     def describe(self) -> str:
-        """One clause: who covers this baseline (``matched by trial 2``, ``on the front, no trial matches it``)."""
+        """One clause: who covers this baseline (``dominated or equalled by trial 2``, ``over budget``, ...)."""
         if self.covered_by:
             trials = ", ".join(str(number) for number in self.covered_by[:3])
             more = f" and {len(self.covered_by) - 3} more" if len(self.covered_by) > 3 else ""

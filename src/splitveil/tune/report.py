@@ -42,10 +42,6 @@ class StudyOutcome:
     baselines: Sequence[BaselineVerdict] = ()
 
 
-def trial_name(entry: Measured | None) -> str | None:
-    return None if entry is None else entry.name
-
-
 def trial_row(trial: Measured) -> dict[str, Any]:
     figures = trial.figures
     return {
@@ -104,7 +100,7 @@ def write_outcome(out: Path, outcome: StudyOutcome) -> Path:
         "chosen_trial": None
         if outcome.chosen is None or outcome.chosen.trial.baseline
         else outcome.chosen.trial.number,
-        "chosen": trial_name(None if outcome.chosen is None else outcome.chosen.trial),
+        "chosen": None if outcome.chosen is None else outcome.chosen.trial.name,
         "export": outcome.export,
         "pareto": list(outcome.pareto),
         "verified": [verified_row(point) for point in outcome.verified],

@@ -76,6 +76,10 @@ class Search:
     progress: bool = True
     report: Callable[[str], object] = print
 
+    def accuracy_drop(self, figures: FrontierPoint) -> float:
+        """Points of test accuracy ``figures`` lose against the undefended model."""
+        return 100 * (self.base_accuracy - figures.accuracy)
+
 
 def refuse_another_search(spec: TuneSpec, out: Path) -> None:
     """Refuse ``out`` when it holds a study of another search; reads only, so call it before writing there."""
@@ -189,7 +193,7 @@ def objective_value(figures: FrontierPoint, objective: Objective) -> float | Non
 def constraints(search: Search, figures: FrontierPoint) -> dict[str, float]:
     """Each budget as a value that is <= 0 when met (Optuna's convention), normalised by its limit."""
     budget = search.spec.tune.budget
-    drop = 100 * (search.base_accuracy - figures.accuracy)
+    drop = search.accuracy_drop(figures)
     values = {"accuracy_drop": drop - budget.max_accuracy_drop}
     if budget.max_edge_flops:
         values["edge_flops"] = figures.edge_flops / budget.max_edge_flops - 1
@@ -220,7 +224,7 @@ def _tell(search: Search, study: optuna.Study, trial: optuna.Trial, point: Point
     limits = constraints(search, figures)
     for name, value in limits.items():
         trial.set_constraint(name, value)
-    drop = 100 * (search.base_accuracy - figures.accuracy)
+    drop = search.accuracy_drop(figures)
     trial.set_user_attr("accuracy_drop", drop)
     study.tell(trial, values)
     verdict = "within budget" if within_budget(limits.values()) else "over budget"
